@@ -1,0 +1,28 @@
+"""Typed dependencies: the app's settings and services, as built by ``create_app``'s lifespan."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.core.config import Settings
+from app.services.image_store import ImageStore
+from app.services.model_store import ModelStore
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_model_store(request: Request) -> ModelStore:
+    return request.app.state.model_store  # type: ignore[no-any-return]
+
+
+def get_image_store(request: Request) -> ImageStore:
+    return request.app.state.image_store  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+ModelStoreDep = Annotated[ModelStore, Depends(get_model_store)]
+ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]

@@ -1,0 +1,59 @@
+"""Settings, read from the environment (prefix ``CONVSCOPE_``) or passed to ``create_app``."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    """Every knob of the app. ``CONVSCOPE_MAX_UPLOAD_BYTES=1000000`` sets ``max_upload_bytes``."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVSCOPE_", env_file=None, extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # Where uploads, datasets, jobs and fine-tuned models live.
+    data_dir: Path = REPO_ROOT / "data"
+    # Where torchvision weights files are looked for before the torch cache (see models/README.md).
+    models_dir: Path = REPO_ROOT / "models"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Threads for one torch op; 0 means one per core. Requests share them: see inference_slots.
+    torch_threads: int = Field(0, ge=0, le=256)
+    # Forward passes allowed to run at once; more would oversubscribe the cores on CPU.
+    inference_slots: int = Field(1, ge=1, le=64)
+    # Per uploaded file, checked before decoding.
+    max_upload_bytes: int = Field(20_000_000, ge=1)
+    # Width x height, checked from the header before the pixels are decoded.
+    max_pixels: int = Field(40_000_000, ge=1)
+    # Files in one batch classification.
+    max_batch: int = Field(16, ge=1, le=256)
+    # Uploaded images kept in memory (least recently used are dropped first).
+    image_cache_items: int = Field(64, ge=1)
+    image_cache_bytes: int = Field(1_000_000_000, ge=1)
+    default_model: str = "efficientnet_lite0"
+    # Load the default model at start-up rather than on first use.
+    preload: bool = True
+    # Let torchvision download missing pretrained weights (needs internet).
+    allow_downloads: bool = False
+    log_level: str = "INFO"
+
+    @property
+    def max_request_bytes(self) -> int:
+        """Largest request body accepted: a full batch of maximal files plus multipart overhead."""
+        return self.max_upload_bytes * self.max_batch + 1_000_000
+
+    def resolved_torch_threads(self) -> int:
+        return self.torch_threads or (os.cpu_count() or 1)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

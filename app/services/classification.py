@@ -1,0 +1,59 @@
+"""Classification as a service: images in, top-k predictions and where the time went out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+
+from app.cnn.classify import Prediction, predict_proba, top_k
+from app.services.image_store import ImageStore
+from app.services.model_store import ModelStore
+
+
+@dataclass(frozen=True)
+class Classification:
+    model: str
+    predictions: list[Prediction]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def classify_images(
+    store: ModelStore, images: Sequence[Image.Image], model: str, k: int
+) -> list[Classification]:
+    """Classify several images in one forward pass. ``k`` is clamped to the number of classes."""
+    loaded = store.get(model)
+    start = time.perf_counter()
+    batch = torch.stack([loaded.spec.preprocessing.to_tensor(img) for img in images])  # (B, 3, H, W)
+    batch = batch.to(loaded.device).contiguous(memory_format=torch.channels_last)
+    preprocessed = time.perf_counter()
+    with store.inference_slot():
+        began = time.perf_counter()
+        probabilities = predict_proba(loaded.module, batch)  # (B, num_classes)
+        forwarded = time.perf_counter()
+    rows = top_k(probabilities, loaded.spec.categories, k)
+    timings = {
+        "preprocess": round((preprocessed - start) * 1000, 2),
+        "queue": round((began - preprocessed) * 1000, 2),
+        "forward": round((forwarded - began) * 1000, 2),
+        "total": round((time.perf_counter() - start) * 1000, 2),
+    }
+    return [Classification(model, row, dict(timings)) for row in rows]
+
+
+def classify_uploads(
+    store: ModelStore, images: ImageStore, uploads: Sequence[tuple[str, bytes]], model: str, k: int
+) -> list[Classification]:
+    """Decode uploaded files (each checked like any upload) and classify them as one batch."""
+    store.spec(model)  # an unknown model is a 404 before any decoding
+    start = time.perf_counter()
+    decoded = [images.decode(raw, name).image for name, raw in uploads]
+    decode_ms = round((time.perf_counter() - start) * 1000, 2)
+    results = classify_images(store, decoded, model, k)
+    for result in results:
+        result.timings_ms["decode"] = decode_ms
+        result.timings_ms["total"] = round(result.timings_ms["total"] + decode_ms, 2)
+    return results
