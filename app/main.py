@@ -13,13 +13,18 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
-from app.api import classify, health, images, models
+from app.api import classify, datasets, finetune, health, images, models
 from app.core.config import REPO_ROOT, Settings, get_settings
 from app.core.errors import ConvScopeError, install_error_handlers
 from app.core.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from app.pages import routes as pages
+from app.pages import transfer as transfer_page
+from app.services.datasets import DatasetStore
 from app.services.image_store import ImageStore
+from app.services.jobs import JobManager
 from app.services.model_store import ModelStore
+from app.services.registry import Registry
+from app.services.trained_models import TrainedModels
 
 log = logging.getLogger("convscope")
 
@@ -39,7 +44,7 @@ def configure_torch(settings: Settings) -> None:
 
 def api_router() -> APIRouter:
     router = APIRouter(prefix="/api")
-    for module in (health, images, models, classify):
+    for module in (health, images, models, classify, datasets, finetune):
         router.include_router(module.router)
     return router
 
@@ -52,12 +57,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure_torch(settings)
         app.state.model_store = ModelStore(settings)
         app.state.image_store = ImageStore(settings)
+        registry = Registry(settings.data_dir / "convscope.sqlite3")
+        app.state.datasets = DatasetStore(settings, registry)
+        app.state.trained_models = TrainedModels(settings, registry, app.state.model_store)
+        restored = app.state.trained_models.restore()  # fine-tuned models survive a restart
+        if restored:
+            log.info("registered %d fine-tuned models", restored)
+        app.state.jobs = JobManager(
+            settings, registry, app.state.datasets, app.state.trained_models, app.state.model_store
+        )
+        app.state.jobs.start()
         if settings.preload:
             try:
                 await run_in_threadpool(app.state.model_store.get, settings.default_model)
             except ConvScopeError as exc:  # the app still serves; the model's status says why
                 log.warning("default model not loaded: %s", exc.detail)
-        yield
+        try:
+            yield
+        finally:
+            await run_in_threadpool(app.state.jobs.stop)
+            registry.close()
 
     app = FastAPI(title="ConvScope", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
@@ -68,4 +87,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=REPO_ROOT / "static"), name="static")
     app.include_router(api_router())
     app.include_router(pages.router)
+    app.include_router(transfer_page.router)
     return app

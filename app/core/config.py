@@ -45,6 +45,24 @@ class Settings(BaseSettings):
     allow_downloads: bool = False
     log_level: str = "INFO"
 
+    # --- transfer learning (datasets from zips, fine-tune jobs) ---
+    # Largest dataset zip accepted (the file itself).
+    dataset_max_zip_bytes: int = Field(200_000_000, ge=1)
+    # Sum of the uncompressed sizes the zip declares (zip bombs are refused before anything is read).
+    dataset_max_unpacked_bytes: int = Field(500_000_000, ge=1)
+    # Entries in one zip, folders included.
+    dataset_max_files: int = Field(5_000, ge=1)
+    # Uncompressed / compressed size of the whole archive; images barely compress, bombs do by 1000x.
+    dataset_max_ratio: float = Field(100.0, gt=1)
+    # Images one job trains on (kept in memory as uint8 crops, ~150 kB each at 224x224).
+    finetune_max_images: int = Field(3_000, ge=4)
+    # Jobs waiting behind the running one; more are refused with 409.
+    finetune_max_queued: int = Field(8, ge=1, le=1000)
+    # torch threads of the training process; 0 means one per core. 1 leaves the other cores to the API.
+    train_threads: int = Field(1, ge=0, le=256)
+    # Scheduling niceness of the training process (0-19): the API's requests win the CPU.
+    train_nice: int = Field(10, ge=0, le=19)
+
     @property
     def max_request_bytes(self) -> int:
         """Largest request body accepted: a full batch of maximal files plus multipart overhead."""
