@@ -38,7 +38,9 @@ class DatasetOut(BaseModel):
 
 
 class DemoRequest(BaseModel):
-    name: Literal["digits", "faces"] = Field("digits", description="digits: 10 classes; faces: face / not_face")
+    name: Literal["digits", "faces"] = Field(
+        "digits", description="digits: 10 classes; faces: face / not_face"
+    )
     per_class: int = Field(30, ge=2, le=100, description="images per class")
 
 
@@ -56,7 +58,8 @@ def dataset_out(doc: dict[str, Any]) -> DatasetOut:
         num_images=len(doc["items"]),
         classes=[
             DatasetClass(
-                name=c["name"], count=c["count"],
+                name=c["name"],
+                count=c["count"],
                 thumbnails=[f"/api/datasets/{doc['id']}/images/{i}" for i in first.get(label, [])],
             )
             for label, c in enumerate(doc["classes"])
@@ -78,7 +81,9 @@ def create_dataset(
     """
     data = file.file.read(settings.dataset_max_zip_bytes + 1)
     if len(data) > settings.dataset_max_zip_bytes:
-        raise PayloadTooLarge(f"the zip is larger than the limit of {settings.dataset_max_zip_bytes:,} bytes.")
+        raise PayloadTooLarge(
+            f"the zip is larger than the limit of {settings.dataset_max_zip_bytes:,} bytes."
+        )
     default = (file.filename or "dataset").removesuffix(".zip")[:100]
     return dataset_out(datasets.create_from_zip(data, name or default))
 

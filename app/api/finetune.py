@@ -23,15 +23,20 @@ SSE_KEEPALIVE_S = 15.0
 
 class FinetuneRequest(BaseModel):
     dataset_id: str = Field(max_length=64, description="from POST /api/datasets or /api/datasets/demo")
-    base_model: str = Field("efficientnet_lite0", max_length=64, description="a timm model of GET /api/models")
+    base_model: str = Field(
+        "efficientnet_lite0", max_length=64, description="a timm model of GET /api/models"
+    )
     mode: Literal["feature_extractor", "fine_tune"] = "feature_extractor"
     trainable: list[str] = Field(
-        default_factory=list, max_length=64,
-        description="fine_tune: blocks to unfreeze, from GET /api/finetune/blocks (e.g. ['blocks.6', 'head'])",
+        default_factory=list,
+        max_length=64,
+        description="fine_tune: blocks to unfreeze, from GET /api/finetune/blocks: ['blocks.6', 'head']",
     )
     epochs: int = Field(10, ge=1, le=100)
     batch_size: int = Field(16, ge=1, le=256)
-    lr: float | None = Field(None, gt=0, le=1, description="the head's; default 1e-2 (feature_extractor), 1e-3")
+    lr: float | None = Field(
+        None, gt=0, le=1, description="the head's; default 1e-2 (feature_extractor), 1e-3"
+    )
     val_split: float = Field(0.2, ge=0.05, le=0.5, description="share of each class held out for validation")
     augment: bool = Field(False, description="random resized crops while fine-tuning")
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -190,7 +195,8 @@ def read_finetune_events(job_id: str, jobs: JobManagerDep) -> StreamingResponse:
     """Server-Sent Events: a ``progress`` event (the job, as GET returns it) on every change, then ``end``."""
     jobs.get(job_id)  # an unknown job is a 404, not an empty stream
     return StreamingResponse(
-        job_events(jobs, job_id), media_type="text/event-stream",
+        job_events(jobs, job_id),
+        media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
@@ -212,19 +218,26 @@ def read_trained_model(name: str, models: TrainedModelsDep) -> TrainedModelOut:
     return model_out(models.get(name))
 
 
-@router.get("/finetuned/{name}/checkpoint", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}})
+@router.get(
+    "/finetuned/{name}/checkpoint",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
 def read_trained_model_checkpoint(name: str, models: TrainedModelsDep) -> FileResponse:
-    """The PyTorch checkpoint: ``{"state_dict", "meta"}`` (load with ``torch.load(..., weights_only=True)``)."""
+    """The PyTorch checkpoint: ``{"state_dict", "meta"}`` (``torch.load(f, weights_only=True)``)."""
     return FileResponse(models.checkpoint(name), media_type="application/octet-stream", filename=f"{name}.pt")
 
 
-@router.get("/finetuned/{name}/torchscript", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}})
+@router.get(
+    "/finetuned/{name}/torchscript",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
 def read_trained_model_torchscript(name: str, models: TrainedModelsDep) -> FileResponse:
     """The model traced to TorchScript (``torch.jit.load``); input ``(B, 3, 224, 224)`` normalised."""
-    return FileResponse(models.torchscript(name), media_type="application/octet-stream",
-                        filename=f"{name}.torchscript.pt")
+    return FileResponse(
+        models.torchscript(name), media_type="application/octet-stream", filename=f"{name}.torchscript.pt"
+    )
 
 
 @router.delete("/finetuned/{name}", status_code=204)

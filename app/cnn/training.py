@@ -32,6 +32,10 @@ class TrainingCancelled(Exception):
     """Raised inside the loop when ``should_stop`` says so."""
 
 
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite (a learning rate too high): the weights are useless."""
+
+
 # --- the network's blocks --------------------------------------------------------------------------------
 
 
@@ -80,12 +84,16 @@ def with_new_classifier(model: nn.Module, num_classes: int) -> nn.Module:
     """The network with a freshly initialised classifier of ``num_classes`` outputs (timm models)."""
     reset = getattr(model, "reset_classifier", None)
     if reset is None:
-        raise TypeError(f"{type(model).__name__} has no reset_classifier(); transfer learning needs a timm model")
+        raise TypeError(
+            f"{type(model).__name__} has no reset_classifier(); transfer learning needs a timm model"
+        )
     reset(num_classes)
     return model
 
 
-def set_trainable(model: nn.Module, mode: Mode, trainable: Sequence[str]) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+def set_trainable(
+    model: nn.Module, mode: Mode, trainable: Sequence[str]
+) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """Freeze everything except the classifier and, in fine-tune mode, the named blocks.
 
     Returns:
@@ -190,7 +198,10 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list
 
 @torch.inference_mode()
 def compute_embeddings(
-    model: nn.Module, views: torch.Tensor, config: TrainConfig, device: torch.device,
+    model: nn.Module,
+    views: torch.Tensor,
+    config: TrainConfig,
+    device: torch.device,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Embeddings ``(N, D)`` of uint8 views ``(N, 3, H, W)``, in batches; ``on_batch(done, total)``."""
@@ -253,7 +264,9 @@ def train(
     augment = T.RandomResizedCrop(train_views.shape[-1], scale=(0.7, 1.0), ratio=(0.9, 1.1), antialias=True)
 
     steps_per_epoch = math.ceil(len(train_views) / config.batch_size)
-    embed_steps = math.ceil(len(train_views) / config.batch_size) + math.ceil(len(val_views) / config.batch_size)
+    embed_steps = math.ceil(len(train_views) / config.batch_size) + math.ceil(
+        len(val_views) / config.batch_size
+    )
     total_steps = config.epochs * steps_per_epoch + (embed_steps if cached else 0)
     done_steps = 0
     started = time.perf_counter()
@@ -271,6 +284,7 @@ def train(
     train_x: torch.Tensor = train_views
     val_x: torch.Tensor = val_views
     if cached:
+
         def on_embed(done: int, total: int) -> None:
             nonlocal done_steps
             done_steps += 1
@@ -304,11 +318,21 @@ def train(
             report(epoch, step, steps_per_epoch)
         val_logits = predict_logits(forward, val_x, config.batch_size)
         val_loss = float(F.cross_entropy(val_logits, val_labels)) if len(val_labels) else 0.0
+        if not (math.isfinite(loss_sum) and math.isfinite(val_loss)):
+            raise TrainingDiverged(
+                f"the loss became {loss_sum / len(train_x)} in epoch {epoch}: lower lr (it was {config.lr:g})."
+            )
         evaluation = evaluate_logits(val_logits, val_labels, num_classes)
-        result.history.append(EpochStats(
-            epoch, loss_sum / len(train_x), correct / len(train_x), val_loss, evaluation.accuracy,
-            time.perf_counter() - epoch_start,
-        ))
+        result.history.append(
+            EpochStats(
+                epoch,
+                loss_sum / len(train_x),
+                correct / len(train_x),
+                val_loss,
+                evaluation.accuracy,
+                time.perf_counter() - epoch_start,
+            )
+        )
         result.evaluation = evaluation
         report(epoch, steps_per_epoch, steps_per_epoch)
     for param in model.parameters():
@@ -325,9 +349,7 @@ def predict_logits(
     return torch.cat([forward(x[idx], False).float().cpu() for idx in _batches(len(x), batch_size, None)])
 
 
-def stratified_split(
-    labels: Sequence[int], val_split: float, seed: int
-) -> tuple[list[int], list[int]]:
+def stratified_split(labels: Sequence[int], val_split: float, seed: int) -> tuple[list[int], list[int]]:
     """Indices (train, val): per class ``round(n * val_split)`` clamped to ``1..n-1`` go to validation."""
     generator = torch.Generator().manual_seed(seed)
     by_class: dict[int, list[int]] = {}

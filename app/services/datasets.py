@@ -64,11 +64,13 @@ def unpack_zip(data: bytes, settings: Settings) -> Unpacked:
     """Read an ImageFolder zip (``class/image.jpg``, optionally under one top folder) into memory, safely.
 
     Raises:
-        InvalidParameter: not a zip, unsafe entry names, fewer than 2 classes, a class with fewer than 2 images.
+        InvalidParameter: not a zip, unsafe names, fewer than 2 classes, a class with fewer than 2 images.
         PayloadTooLarge: the zip, its unpacked size, entry count or compression ratio is over the limits.
     """
     if len(data) > settings.dataset_max_zip_bytes:
-        raise PayloadTooLarge(f"the zip is {_human(len(data))}; the limit is {_human(settings.dataset_max_zip_bytes)}.")
+        raise PayloadTooLarge(
+            f"the zip is {_human(len(data))}; the limit is {_human(settings.dataset_max_zip_bytes)}."
+        )
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = archive.infolist()
@@ -112,7 +114,9 @@ def unpack_zip(data: bytes, settings: Settings) -> Unpacked:
     class_names |= {f.split("/")[depth] for f in folders if len(f.split("/")) > depth}
     too_long = [c for c in class_names if len(c) > MAX_CLASS_NAME]
     if too_long:
-        raise InvalidParameter(f"class folder names must be at most {MAX_CLASS_NAME} characters: {too_long[0]!r}.")
+        raise InvalidParameter(
+            f"class folder names must be at most {MAX_CLASS_NAME} characters: {too_long[0]!r}."
+        )
     if len(class_names) > MAX_CLASSES:
         raise InvalidParameter(f"the zip has {len(class_names)} class folders; the limit is {MAX_CLASSES}.")
     classes = sorted(class_names)
@@ -240,16 +244,23 @@ class DatasetStore:
 
     def thumbnail(self, dataset_id: str, index: int) -> bytes:
         """A PNG at most 96 px on a side (the files were checked when the dataset was made)."""
-        with Image.open(self.image_path(dataset_id, index)) as image:
-            image.seek(0)
-            thumb = image.convert("RGB")
-            thumb.thumbnail((THUMBNAIL, THUMBNAIL))
+        path = self.image_path(dataset_id, index)
+        try:
+            with Image.open(path) as image:
+                image.seek(0)
+                thumb = image.convert("RGB")
+                thumb.thumbnail((THUMBNAIL, THUMBNAIL))
+        except OSError as exc:  # the file went missing from the data dir
+            raise NotFound(f"image {index} of dataset {dataset_id!r} is missing on disk: {exc}.") from exc
         return encode_png(thumb)
 
     def delete(self, dataset_id: str) -> None:
         self.get(dataset_id)
         busy = self.registry.jobs_using(dataset_id, ACTIVE)
         if busy:
-            raise Conflict(f"dataset {dataset_id!r} is used by job {busy[0]!r}; cancel it first (DELETE /api/finetune/{busy[0]}).")
+            raise Conflict(
+                f"dataset {dataset_id!r} is used by job {busy[0]!r}; cancel it first "
+                f"(DELETE /api/finetune/{busy[0]})."
+            )
         self.registry.delete("datasets", dataset_id)
         shutil.rmtree(self.path(dataset_id), ignore_errors=True)

@@ -51,7 +51,11 @@ class JobRequest:
 
 class JobManager:
     def __init__(
-        self, settings: Settings, registry: Registry, datasets: DatasetStore, models: TrainedModels,
+        self,
+        settings: Settings,
+        registry: Registry,
+        datasets: DatasetStore,
+        models: TrainedModels,
         store: ModelStore,
     ) -> None:
         self.settings = settings
@@ -69,12 +73,15 @@ class JobManager:
         self._blocks: dict[str, dict[str, Any]] = {}
         self._mark_interrupted()
 
-    # --- lifecycle -------------------------------------------------------------------------------------------
+    # --- lifecycle -------------------------------------------------------------------------------
     def _mark_interrupted(self) -> None:
         for doc in self.registry.all("jobs"):
             if doc["status"] in ("queued", "running"):
-                doc.update(status="interrupted", finished=time.time(),
-                           error="the server stopped before this job finished; start it again.")
+                doc.update(
+                    status="interrupted",
+                    finished=time.time(),
+                    error="the server stopped before this job finished; start it again.",
+                )
                 self.registry.put("jobs", doc)
 
     def start(self) -> None:
@@ -91,7 +98,7 @@ class JobManager:
             self._thread.join(timeout=15)
         self._mark_interrupted()
 
-    # --- reading ---------------------------------------------------------------------------------------------
+    # --- reading ---------------------------------------------------------------------------------
     def get(self, job_id: str) -> dict[str, Any]:
         with self._lock:
             live = self._jobs.get(job_id)
@@ -125,15 +132,17 @@ class JobManager:
             }
         return self._blocks[base_model]
 
-    # --- submitting and cancelling ---------------------------------------------------------------------------
+    # --- submitting and cancelling ---------------------------------------------------------------
     def _check_base(self, base_model: str) -> None:
         spec = self.store.spec(base_model)
         status = self.store.weights_status(base_model)
         if not status.available:
-            raise Conflict(f"base_model {base_model!r} has no weights here: {status.detail}", model=base_model)
+            raise Conflict(
+                f"base_model {base_model!r} has no weights here: {status.detail}", model=base_model
+            )
         if spec.family != "timm":
             raise Conflict(
-                f"base_model {base_model!r} ({spec.family}) cannot be fine-tuned here yet; use efficientnet_lite0."
+                f"base_model {base_model!r} ({spec.family}) cannot be fine-tuned; use efficientnet_lite0."
             )
 
     def submit(self, request: JobRequest) -> dict[str, Any]:
@@ -149,7 +158,9 @@ class JobManager:
                 "use mode feature_extractor to train the classifier alone."
             )
         if request.mode == "feature_extractor" and request.trainable:
-            raise InvalidParameter("trainable: must be empty in feature_extractor mode (the backbone is frozen).")
+            raise InvalidParameter(
+                "trainable: must be empty in feature_extractor mode (the backbone is frozen)."
+            )
         if len(dataset["items"]) > self.settings.finetune_max_images:
             raise InvalidParameter(
                 f"dataset has {len(dataset['items'])} images; a job trains on at most "
@@ -160,7 +171,7 @@ class JobManager:
         name = request.name or f"ft-{job_id[:6]}"
         if not NAME_PATTERN.match(name):
             raise InvalidParameter(
-                f"name: {name!r} must be 1-48 characters of a-z, 0-9, '-' and '_', starting with a letter or digit."
+                f"name: {name!r} must be 1-48 of a-z, 0-9, '-', '_', starting with a letter or digit."
             )
         with self._lock:
             pending = {j["name"] for j in self._jobs.values() if j["status"] in ("queued", "running")}
@@ -171,14 +182,32 @@ class JobManager:
                 raise Conflict(f"{waiting} jobs are waiting already; try again when one has finished.")
             doc: dict[str, Any] = {
                 "job_id": job_id,
-                "status": "queued", "created": time.time(), "started": None, "finished": None,
-                "dataset_id": request.dataset_id, "dataset_name": dataset["name"], "base_model": request.base_model,
-                "name": name, "mode": request.mode, "trainable": list(request.trainable),
-                "epochs": request.epochs, "batch_size": request.batch_size,
+                "status": "queued",
+                "created": time.time(),
+                "started": None,
+                "finished": None,
+                "dataset_id": request.dataset_id,
+                "dataset_name": dataset["name"],
+                "base_model": request.base_model,
+                "name": name,
+                "mode": request.mode,
+                "trainable": list(request.trainable),
+                "epochs": request.epochs,
+                "batch_size": request.batch_size,
                 "lr": request.lr if request.lr is not None else DEFAULT_LR[request.mode],
-                "val_split": request.val_split, "augment": request.augment, "seed": request.seed,
-                "phase": "queued", "epoch": 0, "progress": 0.0, "eta_s": None, "history": [],
-                "trainable_params": None, "total_params": None, "error": None, "model": None, "evaluation": None,
+                "val_split": request.val_split,
+                "augment": request.augment,
+                "seed": request.seed,
+                "phase": "queued",
+                "epoch": 0,
+                "progress": 0.0,
+                "eta_s": None,
+                "history": [],
+                "trainable_params": None,
+                "total_params": None,
+                "error": None,
+                "model": None,
+                "evaluation": None,
                 "cancel_requested": False,
             }
             self._jobs[job_id] = doc
@@ -190,7 +219,9 @@ class JobManager:
     def cancel(self, job_id: str) -> dict[str, Any]:
         doc = self.get(job_id)
         if doc["status"] in TERMINAL:
-            raise Conflict(f"job {job_id!r} is {doc['status']} already; only queued or running jobs can be cancelled.")
+            raise Conflict(
+                f"job {job_id!r} is {doc['status']} already; only queued or running jobs can be cancelled."
+            )
         with self._lock:
             live = self._jobs[job_id]
             if live["status"] == "queued":
@@ -204,7 +235,7 @@ class JobManager:
             self._versions[job_id] += 1
             return copy.deepcopy(live)
 
-    # --- the runner ------------------------------------------------------------------------------------------
+    # --- the runner ------------------------------------------------------------------------------
     def _update(self, job_id: str, persist: bool = False, **changes: Any) -> None:
         with self._lock:
             live = self._jobs[job_id]
@@ -232,12 +263,30 @@ class JobManager:
         dataset = self.datasets.get(doc["dataset_id"])
         checkpoint = self.models.checkpoint_path(doc["name"])
         payload = {
-            **{k: doc[k] for k in ("job_id", "base_model", "name", "mode", "trainable", "epochs", "batch_size",
-                                    "lr", "val_split", "augment", "seed")},
-            "items": dataset["items"], "classes": [c["name"] for c in dataset["classes"]],
-            "dataset_dir": str(self.datasets.path(doc["dataset_id"])), "models_dir": str(self.settings.models_dir),
-            "checkpoint": str(checkpoint), "device": str(self.store.device),
-            "threads": self.settings.train_threads, "nice": self.settings.train_nice,
+            **{
+                k: doc[k]
+                for k in (
+                    "job_id",
+                    "base_model",
+                    "name",
+                    "mode",
+                    "trainable",
+                    "epochs",
+                    "batch_size",
+                    "lr",
+                    "val_split",
+                    "augment",
+                    "seed",
+                )
+            },
+            "items": dataset["items"],
+            "classes": [c["name"] for c in dataset["classes"]],
+            "dataset_dir": str(self.datasets.path(doc["dataset_id"])),
+            "models_dir": str(self.settings.models_dir),
+            "checkpoint": str(checkpoint),
+            "device": str(self.store.device),
+            "threads": self.settings.train_threads,
+            "nice": self.settings.train_nice,
         }
         context = mp.get_context("spawn")  # a fresh interpreter: no copy of the API's threads or CUDA state
         messages = context.Queue()
@@ -255,11 +304,17 @@ class JobManager:
                     kind, data = messages.get(timeout=0.5)
                 except queue.Empty:
                     if not process.is_alive():
-                        outcome = ("error", {"error": f"the training process exited with code {process.exitcode}"})
+                        outcome = (
+                            "error",
+                            {"error": f"the training process exited with code {process.exitcode}"},
+                        )
                     continue
                 if kind == "progress":
-                    self._update(job_id, persist=bool(data.get("history")) and data.get("step") == data.get("steps"),
-                                 **data)
+                    self._update(
+                        job_id,
+                        persist=bool(data.get("history")) and data.get("step") == data.get("steps"),
+                        **data,
+                    )
                 else:
                     outcome = (kind, data)
         finally:
@@ -285,31 +340,52 @@ class JobManager:
         dataset = self.datasets.get(doc["dataset_id"])
         evaluation = self.evaluation(data["evaluation"], dataset, data["val_items"])
         model = {
-            "name": doc["name"], "created": now, "job_id": job_id, "base_model": doc["base_model"],
-            "dataset_id": doc["dataset_id"], "dataset_name": doc["dataset_name"], "mode": doc["mode"],
-            "trainable": doc["trainable"], "classes": [c["name"] for c in dataset["classes"]],
+            "name": doc["name"],
+            "created": now,
+            "job_id": job_id,
+            "base_model": doc["base_model"],
+            "dataset_id": doc["dataset_id"],
+            "dataset_name": doc["dataset_name"],
+            "mode": doc["mode"],
+            "trainable": doc["trainable"],
+            "classes": [c["name"] for c in dataset["classes"]],
             "preprocessing": self.store.spec(doc["base_model"]).preprocessing.as_dict(),
-            "history": data["history"], "evaluation": evaluation,
-            "trainable_params": data["trainable_params"], "total_params": data["total_params"],
+            "history": data["history"],
+            "evaluation": evaluation,
+            "trainable_params": data["trainable_params"],
+            "total_params": data["total_params"],
         }
         self.models.add(model)
         self._update(
-            job_id, persist=True, status="succeeded", phase="done", finished=now, progress=1.0, eta_s=0.0,
-            history=data["history"], trainable_params=data["trainable_params"], total_params=data["total_params"],
-            model=doc["name"], evaluation=evaluation,
+            job_id,
+            persist=True,
+            status="succeeded",
+            phase="done",
+            finished=now,
+            progress=1.0,
+            eta_s=0.0,
+            history=data["history"],
+            trainable_params=data["trainable_params"],
+            total_params=data["total_params"],
+            model=doc["name"],
+            evaluation=evaluation,
         )
 
     @staticmethod
     def evaluation(raw: dict[str, Any], dataset: dict[str, Any], val_items: list[int]) -> dict[str, Any]:
-        """The worker's evaluation with class names and the misclassified validation images (dataset indices)."""
+        """The worker's evaluation with class names and the misclassified validation images."""
         classes = [c["name"] for c in dataset["classes"]]
         truth = [dataset["items"][i][0] for i in val_items]
         misclassified = [
             {"index": item, "true": t, "predicted": p}
-            for item, t, p in zip(val_items, truth, raw["predictions"], strict=True) if t != p
+            for item, t, p in zip(val_items, truth, raw["predictions"], strict=True)
+            if t != p
         ]
         return {
-            "classes": classes, "accuracy": raw["accuracy"], "confusion": raw["confusion"],
-            "per_class_accuracy": raw["per_class_accuracy"], "misclassified": misclassified,
+            "classes": classes,
+            "accuracy": raw["accuracy"],
+            "confusion": raw["confusion"],
+            "per_class_accuracy": raw["per_class_accuracy"],
+            "misclassified": misclassified,
             "val_count": len(val_items),
         }

@@ -16,7 +16,8 @@ from typing import Any
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (id TEXT PRIMARY KEY, created REAL NOT NULL, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY, created REAL NOT NULL, status TEXT NOT NULL, dataset_id TEXT NOT NULL, doc TEXT NOT NULL
+    id TEXT PRIMARY KEY, created REAL NOT NULL, status TEXT NOT NULL, dataset_id TEXT NOT NULL,
+    doc TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS models (name TEXT PRIMARY KEY, created REAL NOT NULL, doc TEXT NOT NULL);
 """
@@ -40,7 +41,7 @@ class Registry:
             self._db.close()
 
     def put(self, table: str, doc: dict[str, Any]) -> None:
-        """Insert or replace a record; ``doc`` holds its key, ``created`` and (for jobs) status and dataset."""
+        """Insert or replace a record; ``doc`` holds its key, ``created`` (jobs: status, dataset_id)."""
         column, key = TABLES[table]
         columns = {column: doc[key], "created": doc["created"], "doc": json.dumps(doc)}
         if table == "jobs":
@@ -48,7 +49,9 @@ class Registry:
         names = ", ".join(columns)
         marks = ", ".join("?" for _ in columns)
         with self._lock:
-            self._db.execute(f"INSERT OR REPLACE INTO {table} ({names}) VALUES ({marks})", tuple(columns.values()))
+            self._db.execute(
+                f"INSERT OR REPLACE INTO {table} ({names}) VALUES ({marks})", tuple(columns.values())
+            )
 
     def get(self, table: str, key: str) -> dict[str, Any] | None:
         with self._lock:

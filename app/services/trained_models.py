@@ -34,7 +34,9 @@ def finetuned_spec(doc: dict[str, Any], base: ModelSpec, path: Path) -> ModelSpe
     def locate(models_dir: Path, allow_downloads: bool) -> WeightsStatus:
         if path.is_file():
             return WeightsStatus("checkpoint", path.name, path)
-        return WeightsStatus("missing", path.name, detail=f"the checkpoint {path} is missing; train the model again.")
+        return WeightsStatus(
+            "missing", path.name, detail=f"the checkpoint {path} is missing; train the model again."
+        )
 
     def load_weights(status: WeightsStatus) -> dict[str, torch.Tensor]:
         assert status.path is not None
@@ -55,7 +57,8 @@ def finetuned_spec(doc: dict[str, Any], base: ModelSpec, path: Path) -> ModelSpe
         load_weights=load_weights,
         description=(
             f"{base.title} {doc['mode'].replace('_', ' ')} on dataset {doc['dataset_name']!r}, "
-            f"{len(classes)} classes" + (f", validation accuracy {accuracy:.3f}" if accuracy is not None else "")
+            f"{len(classes)} classes"
+            + (f", validation accuracy {accuracy:.3f}" if accuracy is not None else "")
             + "."
         ),
     )

@@ -1,9 +1,9 @@
 """The training process: one fine-tune job, run in a child process started by the job runner.
 
-A separate process because torch's thread pool is process-wide: the child gets ``train_threads`` threads and a
-lower scheduling priority (``nice``), so the API's forward passes keep their cores while a job trains. It talks
-to its parent only through a queue of ``(kind, payload)`` messages: ``progress``, ``done`` or ``error``; the
-parent asks it to stop by setting an event, polled after every batch.
+A separate process because torch's thread pool is process-wide: the child gets ``train_threads`` threads
+and a lower scheduling priority (``nice``), so the API's forward passes keep their cores while a job trains.
+It talks to its parent only through a queue of ``(kind, payload)`` messages (``progress``, ``done``,
+``cancelled`` or ``error``); the parent asks it to stop by setting an event, polled after every batch.
 
 Imports stay light (no web framework): the child starts with a fresh interpreter.
 """
@@ -78,8 +78,14 @@ def _train(job: dict[str, Any], messages: Any, cancel: Any) -> dict[str, Any]:
     torch.manual_seed(job["seed"])  # the new classifier's initial weights
     model = with_new_classifier(spec.load(Path(job["models_dir"])), len(job["classes"])).to(device)
     config = TrainConfig(
-        mode=job["mode"], trainable=tuple(job["trainable"]), epochs=job["epochs"], batch_size=job["batch_size"],
-        lr=job["lr"], augment=job["augment"], seed=job["seed"], mean=spec.preprocessing.mean,
+        mode=job["mode"],
+        trainable=tuple(job["trainable"]),
+        epochs=job["epochs"],
+        batch_size=job["batch_size"],
+        lr=job["lr"],
+        augment=job["augment"],
+        seed=job["seed"],
+        mean=spec.preprocessing.mean,
         std=spec.preprocessing.std,
     )
     last = 0.0
@@ -90,22 +96,44 @@ def _train(job: dict[str, Any], messages: Any, cancel: Any) -> dict[str, Any]:
         if now - last < 0.25 and p.step not in (0, p.steps):
             return  # throttled: the API polls a few times a second at most
         last = now
-        messages.put(("progress", {
-            "phase": "embedding" if p.step == 0 and not p.history else "training",
-            "epoch": p.epoch, "step": p.step, "steps": p.steps, "progress": p.fraction, "eta_s": p.eta_s,
-            "history": [asdict(h) for h in p.history],
-        }))
+        messages.put(
+            (
+                "progress",
+                {
+                    "phase": "embedding" if p.step == 0 and not p.history else "training",
+                    "epoch": p.epoch,
+                    "step": p.step,
+                    "steps": p.steps,
+                    "progress": p.fraction,
+                    "eta_s": p.eta_s,
+                    "history": [asdict(h) for h in p.history],
+                },
+            )
+        )
 
     result = train(
-        model, views[train_idx], y[train_idx], views[val_idx], y[val_idx], config, device,
-        on_progress=on_progress, should_stop=cancel.is_set,
+        model,
+        views[train_idx],
+        y[train_idx],
+        views[val_idx],
+        y[val_idx],
+        config,
+        device,
+        on_progress=on_progress,
+        should_stop=cancel.is_set,
     )
     assert result.evaluation is not None
     model = model.cpu().eval()
     meta = {
-        "name": job["name"], "base_model": job["base_model"], "classes": job["classes"],
-        "preprocessing": spec.preprocessing.as_dict(), "mode": job["mode"], "trainable": job["trainable"],
-        "val_accuracy": result.evaluation.accuracy, "created": time.time(), "job_id": job["job_id"],
+        "name": job["name"],
+        "base_model": job["base_model"],
+        "classes": job["classes"],
+        "preprocessing": spec.preprocessing.as_dict(),
+        "mode": job["mode"],
+        "trainable": job["trainable"],
+        "val_accuracy": result.evaluation.accuracy,
+        "created": time.time(),
+        "job_id": job["job_id"],
     }
     save_atomically({"state_dict": model.state_dict(), "meta": meta}, Path(job["checkpoint"]))
     return {

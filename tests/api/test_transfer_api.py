@@ -49,8 +49,9 @@ def faces(client: TestClient) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def trained(client: TestClient, faces: dict[str, Any]) -> dict[str, Any]:
     """A feature-extractor job on 8 faces, followed over SSE to the end."""
-    response = client.post("/api/finetune", json={"dataset_id": faces["dataset_id"], "epochs": 2, "seed": 1,
-                                                  "name": "faces-fe"})
+    response = client.post(
+        "/api/finetune", json={"dataset_id": faces["dataset_id"], "epochs": 2, "seed": 1, "name": "faces-fe"}
+    )
     assert response.status_code == 202
     job_id = response.json()["job_id"]
     assert response.json() == {"job_id": job_id, "status": "queued"}
@@ -66,18 +67,28 @@ def trained(client: TestClient, faces: dict[str, Any]) -> dict[str, Any]:
     return {"job_id": job_id, "events": events}
 
 
-# --- datasets -------------------------------------------------------------------------------------------------
+# --- datasets -----------------------------------------------------------------------------------
 
 
 def test_demo_dataset_body(faces: dict[str, Any]) -> None:
     dataset_id = faces["dataset_id"]
     assert faces == {
-        "dataset_id": dataset_id, "name": "demo: faces", "source": "demo:faces", "created": faces["created"],
+        "dataset_id": dataset_id,
+        "name": "demo: faces",
+        "source": "demo:faces",
+        "created": faces["created"],
         "num_images": 8,
         "classes": [
-            {"name": "face", "count": 4, "thumbnails": [f"/api/datasets/{dataset_id}/images/{i}" for i in range(4)]},
-            {"name": "not_face", "count": 4,
-             "thumbnails": [f"/api/datasets/{dataset_id}/images/{i}" for i in range(4, 8)]},
+            {
+                "name": "face",
+                "count": 4,
+                "thumbnails": [f"/api/datasets/{dataset_id}/images/{i}" for i in range(4)],
+            },
+            {
+                "name": "not_face",
+                "count": 4,
+                "thumbnails": [f"/api/datasets/{dataset_id}/images/{i}" for i in range(4, 8)],
+            },
         ],
         "skipped": [],
     }
@@ -85,8 +96,15 @@ def test_demo_dataset_body(faces: dict[str, Any]) -> None:
 
 def test_upload_list_thumbnail_delete(client: TestClient, make_image: Callable[..., bytes]) -> None:
     png = make_image("RGB", (200, 100), "PNG")
-    data = make_zip({"shapes/round/1.png": png, "shapes/round/2.png": png, "shapes/square/3.png": png,
-                     "shapes/square/4.png": png, "shapes/square/readme.txt": b"hi"})
+    data = make_zip(
+        {
+            "shapes/round/1.png": png,
+            "shapes/round/2.png": png,
+            "shapes/square/3.png": png,
+            "shapes/square/4.png": png,
+            "shapes/square/readme.txt": b"hi",
+        }
+    )
     response = client.post("/api/datasets", files={"file": ("shapes.zip", data, "application/zip")})
     assert response.status_code == 201, response.text
     body = response.json()
@@ -113,7 +131,11 @@ def test_upload_list_thumbnail_delete(client: TestClient, make_image: Callable[.
         ({"../evil.png": "png", "a/1.png": "png"}, 422, "zip-slip"),
         ({"a/1.png": "png", "a/2.png": "png"}, 422, "at least 2 class folders"),
         ({"a/1.png": "png", "a/2.png": "png", "b/": ""}, 422, "too few in: b (0)"),
-        ({"a/1.png": "png", "a/2.png": "png", "b/1.png": "png", "b/big.png": "bomb"}, 413, "compression ratio"),
+        (
+            {"a/1.png": "png", "a/2.png": "png", "b/1.png": "png", "b/big.png": "bomb"},
+            413,
+            "compression ratio",
+        ),
     ],
 )
 def test_bad_zips_are_refused_and_nothing_is_stored(
@@ -128,13 +150,17 @@ def test_bad_zips_are_refused_and_nothing_is_stored(
 
 
 def test_corrupt_zip_and_bad_demo(client: TestClient) -> None:
-    problem(client.post("/api/datasets", files={"file": ("x.zip", b"PK\x03\x04garbage")}), 422, "not a readable zip")
+    problem(
+        client.post("/api/datasets", files={"file": ("x.zip", b"PK\x03\x04garbage")}),
+        422,
+        "not a readable zip",
+    )
     problem(client.post("/api/datasets"), 422, "file")
     problem(client.post("/api/datasets/demo", json={"name": "cifar"}), 422, "name")
     problem(client.post("/api/datasets/demo", json={"per_class": 1}), 422, "per_class")
 
 
-# --- jobs -------------------------------------------------------------------------------------------------------
+# --- jobs ---------------------------------------------------------------------------------------
 
 
 def test_sse_delivers_progress_then_end(trained: dict[str, Any]) -> None:
@@ -153,8 +179,13 @@ def test_finished_job_body(client: TestClient, trained: dict[str, Any], faces: d
     job = client.get(f"/api/finetune/{trained['job_id']}").json()
     assert job["status"] == "succeeded" and job["model"] == "faces-fe" and job["error"] is None
     assert {k: job[k] for k in ("dataset_id", "base_model", "mode", "trainable", "epochs", "lr", "seed")} == {
-        "dataset_id": faces["dataset_id"], "base_model": "efficientnet_lite0", "mode": "feature_extractor",
-        "trainable": [], "epochs": 2, "lr": 0.01, "seed": 1,
+        "dataset_id": faces["dataset_id"],
+        "base_model": "efficientnet_lite0",
+        "mode": "feature_extractor",
+        "trainable": [],
+        "epochs": 2,
+        "lr": 0.01,
+        "seed": 1,
     }
     assert job["trainable_params"] == 1280 * 2 + 2
     assert [h["epoch"] for h in job["history"]] == [1, 2]
@@ -171,13 +202,17 @@ def test_registered_model_classifies_and_is_listed(client: TestClient, trained: 
     info = models["faces-fe"]
     assert info["family"] == "finetuned" and info["num_classes"] == 2
     assert info["weights"]["source"] == "checkpoint" and info["weights"]["available"]
-    result = client.post("/api/classify", json={"sample": "astronaut", "model": "faces-fe", "top_k": 5}).json()
+    result = client.post(
+        "/api/classify", json={"sample": "astronaut", "model": "faces-fe", "top_k": 5}
+    ).json()
     assert [p["label"] for p in result["predictions"]] in (["face", "not_face"], ["not_face", "face"])
     assert abs(sum(p["probability"] for p in result["predictions"]) - 1) < 1e-5
     detail = client.get("/api/finetuned/faces-fe").json()
     assert detail["classes"] == ["face", "not_face"] and detail["dataset_name"] == "demo: faces"
-    assert detail["downloads"] == {"checkpoint": "/api/finetuned/faces-fe/checkpoint",
-                                   "torchscript": "/api/finetuned/faces-fe/torchscript"}
+    assert detail["downloads"] == {
+        "checkpoint": "/api/finetuned/faces-fe/checkpoint",
+        "torchscript": "/api/finetuned/faces-fe/torchscript",
+    }
 
 
 def test_downloads_checkpoint_and_torchscript(client: TestClient, trained: dict[str, Any]) -> None:
@@ -199,10 +234,18 @@ def test_fine_tune_job_trains_the_chosen_block(client: TestClient, faces: dict[s
     assert blocks["embedding_dim"] == 1280 and blocks["total_params"] == 4_652_008
     assert [b["name"] for b in blocks["blocks"]][-2:] == ["blocks.6", "head"]
     block6 = next(b["num_params"] for b in blocks["blocks"] if b["name"] == "blocks.6")
-    response = client.post("/api/finetune", json={
-        "dataset_id": faces["dataset_id"], "mode": "fine_tune", "trainable": ["blocks.6"], "epochs": 1,
-        "batch_size": 4, "augment": True, "name": "faces-ft",
-    })
+    response = client.post(
+        "/api/finetune",
+        json={
+            "dataset_id": faces["dataset_id"],
+            "mode": "fine_tune",
+            "trainable": ["blocks.6"],
+            "epochs": 1,
+            "batch_size": 4,
+            "augment": True,
+            "name": "faces-ft",
+        },
+    )
     job = wait_for(client, response.json()["job_id"])
     assert job["status"] == "succeeded", job["error"]
     assert job["trainable_params"] == block6 + 1280 * 2 + 2
@@ -215,8 +258,16 @@ def test_fine_tune_job_trains_the_chosen_block(client: TestClient, faces: dict[s
 
 @pytest.mark.slow
 def test_cancel_a_running_job_and_dataset_in_use(client: TestClient, faces: dict[str, Any]) -> None:
-    response = client.post("/api/finetune", json={"dataset_id": faces["dataset_id"], "epochs": 100,
-                                                  "mode": "fine_tune", "trainable": ["head"], "batch_size": 1})
+    response = client.post(
+        "/api/finetune",
+        json={
+            "dataset_id": faces["dataset_id"],
+            "epochs": 100,
+            "mode": "fine_tune",
+            "trainable": ["head"],
+            "batch_size": 1,
+        },
+    )
     job_id = response.json()["job_id"]
     problem(client.delete(f"/api/datasets/{faces['dataset_id']}"), 409, "used by job")
     deadline = time.monotonic() + 60
@@ -253,14 +304,21 @@ def test_bad_job_requests(
     client: TestClient, faces: dict[str, Any], changes: dict[str, Any], status: int, fragment: str
 ) -> None:
     before = len(client.get("/api/finetune").json())
-    problem(client.post("/api/finetune", json={"dataset_id": faces["dataset_id"], **changes}), status, fragment)
+    problem(
+        client.post("/api/finetune", json={"dataset_id": faces["dataset_id"], **changes}), status, fragment
+    )
     assert len(client.get("/api/finetune").json()) == before
 
 
 def test_unknown_job_and_model(client: TestClient) -> None:
-    for response in (client.get("/api/finetune/nope"), client.get("/api/finetune/nope/events"),
-                     client.delete("/api/finetune/nope"), client.get("/api/finetuned/nope"),
-                     client.get("/api/finetuned/nope/checkpoint"), client.delete("/api/finetuned/nope")):
+    for response in (
+        client.get("/api/finetune/nope"),
+        client.get("/api/finetune/nope/events"),
+        client.delete("/api/finetune/nope"),
+        client.get("/api/finetuned/nope"),
+        client.get("/api/finetuned/nope/checkpoint"),
+        client.delete("/api/finetuned/nope"),
+    ):
         problem(response, 404)
 
 

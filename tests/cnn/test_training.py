@@ -11,6 +11,7 @@ import torch
 from app.cnn.training import (
     TrainConfig,
     TrainingCancelled,
+    TrainingDiverged,
     block_param_counts,
     block_prefixes,
     evaluate_logits,
@@ -89,11 +90,16 @@ def test_feature_extractor_trains_only_the_head_and_is_deterministic(model: torc
 def test_fine_tune_updates_chosen_block_and_keeps_batchnorm_statistics(model: torch.nn.Module) -> None:
     views, labels = tiny_data()
     before = copy.deepcopy(model.state_dict())
-    config = TrainConfig(mode="fine_tune", trainable=("blocks.6",), epochs=1, batch_size=6, lr=1e-2, augment=True)
+    config = TrainConfig(
+        mode="fine_tune", trainable=("blocks.6",), epochs=1, batch_size=6, lr=1e-2, augment=True
+    )
     result = train(model, views, labels, views[:3], labels[:3], config, CPU)
     after = model.state_dict()
-    changed = {k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("blocks") else "")
-               for k in before if not torch.equal(before[k], after[k])}
+    changed = {
+        k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("blocks") else "")
+        for k in before
+        if not torch.equal(before[k], after[k])
+    }
     assert changed == {"blocks.6", "classifier"}
     assert all(torch.equal(before[k], after[k]) for k in before if "running_" in k)
     assert torch.isfinite(torch.tensor(result.history[0].train_loss))
@@ -133,3 +139,12 @@ def test_stratified_split_keeps_every_class_on_both_sides() -> None:
     assert [sum(1 for i in val_idx if labels[i] == c) for c in range(3)] == [2, 1, 1]
     assert stratified_split(labels, 0.2, seed=3) == (train_idx, val_idx)
     assert stratified_split(labels, 0.2, seed=4) != (train_idx, val_idx)
+
+
+def test_a_diverging_run_is_reported(model: torch.nn.Module) -> None:
+    views, labels = tiny_data()
+    config = TrainConfig(mode="feature_extractor", epochs=2, batch_size=12)
+    with torch.no_grad():
+        model.classifier.weight[0, 0] = float("inf")  # what an exploding learning rate leaves behind
+    with pytest.raises(TrainingDiverged, match="lower lr"):
+        train(model, views, labels, views[:3], labels[:3], config, CPU)

@@ -34,28 +34,46 @@ def png(make_image: Callable[..., bytes]) -> bytes:
     return make_image("RGB", (20, 16), "PNG")
 
 
-def test_imagefolder_zip_is_read_and_non_images_are_reported(settings: Settings, png: bytes, make_image) -> None:
+def test_imagefolder_zip_is_read_and_non_images_are_reported(
+    settings: Settings, png: bytes, make_image
+) -> None:
     jpeg = make_image("RGB", (20, 16), "JPEG")
-    data = make_zip({
-        "pets/cats/a.png": png, "pets/cats/b.jpg": jpeg, "pets/dogs/c.png": png, "pets/dogs/d.png": png,
-        "pets/dogs/notes.txt": b"hello", "pets/dogs/broken.png": png[:40], "pets/.DS_Store": b"x",
-        "__MACOSX/pets/cats/._a.png": b"junk",
-    })
+    data = make_zip(
+        {
+            "pets/cats/a.png": png,
+            "pets/cats/b.jpg": jpeg,
+            "pets/dogs/c.png": png,
+            "pets/dogs/d.png": png,
+            "pets/dogs/notes.txt": b"hello",
+            "pets/dogs/broken.png": png[:40],
+            "pets/.DS_Store": b"x",
+            "__MACOSX/pets/cats/._a.png": b"junk",
+        }
+    )
     out = unpack_zip(data, settings)
     assert out.classes == ["cats", "dogs"]
-    assert [(label, ext) for label, _, ext in out.items] == [(0, ".png"), (0, ".jpg"), (1, ".png"), (1, ".png")]
+    assert [(label, ext) for label, _, ext in out.items] == [
+        (0, ".png"),
+        (0, ".jpg"),
+        (1, ".png"),
+        (1, ".png"),
+    ]
     assert [s["file"] for s in out.skipped] == ["pets/dogs/notes.txt", "pets/dogs/broken.png"]
     assert "not an image" in out.skipped[0]["reason"]
 
 
 def test_files_outside_class_folders_are_skipped(settings: Settings, png: bytes) -> None:
-    out = unpack_zip(make_zip({"readme.png": png, "a/1.png": png, "a/2.png": png, "b/3.png": png,
-                               "b/4.png": png}), settings)
+    out = unpack_zip(
+        make_zip({"readme.png": png, "a/1.png": png, "a/2.png": png, "b/3.png": png, "b/4.png": png}),
+        settings,
+    )
     assert out.classes == ["a", "b"]
     assert out.skipped == [{"file": "readme.png", "reason": "not inside a class folder"}]
 
 
-@pytest.mark.parametrize("evil", ["../evil/x.png", "a/../../x.png", "/etc/x.png", "C:/x.png", "a\\..\\..\\x.png"])
+@pytest.mark.parametrize(
+    "evil", ["../evil/x.png", "a/../../x.png", "/etc/x.png", "C:/x.png", "a\\..\\..\\x.png"]
+)
 def test_zip_slip_is_refused(settings: Settings, png: bytes, evil: str) -> None:
     data = make_zip({"a/1.png": png, "a/2.png": png, "b/3.png": png, "b/4.png": png, evil: png})
     with pytest.raises(InvalidParameter, match="zip-slip"):
@@ -100,7 +118,9 @@ def test_unpacked_size_and_entry_count_limits(tmp_path: Path, png: bytes) -> Non
         ({"a/1.png": "png", "a/2.png": "png", "b/x.txt": "text"}, r"too few in: b \(0\)"),
     ],
 )
-def test_too_few_classes_or_images(settings: Settings, png: bytes, entries: dict[str, str], message: str) -> None:
+def test_too_few_classes_or_images(
+    settings: Settings, png: bytes, entries: dict[str, str], message: str
+) -> None:
     data = make_zip({k: (png if v == "png" else v.encode()) for k, v in entries.items()})
     with pytest.raises(InvalidParameter, match=message):
         unpack_zip(data, settings)
@@ -122,10 +142,16 @@ def test_demos_ship_offline() -> None:
 
 def test_store_writes_files_then_records_and_deletes(settings: Settings, png: bytes) -> None:
     store = DatasetStore(settings, Registry(settings.data_dir / "r.sqlite3"))
-    doc = store.create_from_zip(make_zip({"a/1.png": png, "a/2.png": png, "b/3.png": png, "b/4.png": png}), "ab")
+    doc = store.create_from_zip(
+        make_zip({"a/1.png": png, "a/2.png": png, "b/3.png": png, "b/4.png": png}), "ab"
+    )
     assert doc["classes"] == [{"name": "a", "count": 2}, {"name": "b", "count": 2}]
-    assert sorted(p.name for p in store.path(doc["id"]).iterdir()) == ["00000.png", "00001.png", "00002.png",
-                                                                       "00003.png"]
+    assert sorted(p.name for p in store.path(doc["id"]).iterdir()) == [
+        "00000.png",
+        "00001.png",
+        "00002.png",
+        "00003.png",
+    ]
     assert [d["id"] for d in store.all()] == [doc["id"]]
     assert store.thumbnail(doc["id"], 0).startswith(b"\x89PNG")
     assert not [p for p in store.root.iterdir() if p.name.startswith(".tmp")]
