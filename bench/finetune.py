@@ -132,7 +132,7 @@ def latency(requests: int) -> None:
     )
     print(
         f"  p50 idle: {idle:.0f} ms; p50 while a fine-tune job trains: {busy:.0f} ms "
-        f"(job at epoch {status['epoch']}, {status['progress']:.0%})"
+        f"(job at epoch {status['epoch']}, {status['progress']:.1%} done)"
     )
     print(f"  ratio: {busy / idle:.2f}x (target <= 2x)")
 

@@ -17,7 +17,7 @@ def test_train_on_the_demo_and_use_the_model(page) -> None:
     page.select_option("#demo-select", "faces")
     page.fill("#demo-per-class", "4")
     page.click("#demo-button")
-    page.locator("#classes li").nth(1).wait_for(timeout=10_000)
+    page.locator("#classes li", has_text="not_face").wait_for(timeout=10_000)
     assert page.locator("#classes li").all_inner_texts()[0].startswith("face 4 images")
     assert page.locator("#classes li img").count() == 8
     # 1280 features + 1 bias, times 2 classes, in feature-extractor mode; blocks count in fine-tune mode
@@ -69,6 +69,6 @@ def test_a_bad_zip_shows_a_clear_message(page, tmp_path) -> None:
     path = tmp_path / "two.zip"
     path.write_bytes(good.getvalue())
     page.set_input_files("#zip-input", str(path))
-    page.locator("#classes li").nth(1).wait_for(timeout=10_000)
+    page.locator("#classes li", has_text="coffee").wait_for(timeout=10_000)
     assert page.locator("#error").is_hidden()
     assert [t.split(" ")[0] for t in page.locator("#classes li").all_inner_texts()] == ["cat", "coffee"]
