@@ -139,7 +139,7 @@ def job_out(doc: dict[str, Any]) -> JobOut:
 def model_out(doc: dict[str, Any]) -> TrainedModelOut:
     base = f"/api/finetuned/{doc['name']}"
     return TrainedModelOut.model_validate(
-        {**doc, "downloads": {"checkpoint": f"{base}/checkpoint", "torchscript": f"{base}/torchscript"}}
+        {**doc, "downloads": {k: f"{base}/{k}" for k in ("checkpoint", "torchscript", "onnx")}}
     )
 
 
@@ -238,6 +238,16 @@ def read_trained_model_torchscript(name: str, models: TrainedModelsDep) -> FileR
     return FileResponse(
         models.torchscript(name), media_type="application/octet-stream", filename=f"{name}.torchscript.pt"
     )
+
+
+@router.get(
+    "/finetuned/{name}/onnx",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, 409: {}},
+)
+def read_trained_model_onnx(name: str, models: TrainedModelsDep) -> FileResponse:
+    """The model as ONNX (opset of torch's TorchScript exporter): input ``input``, output ``logits``."""
+    return FileResponse(models.onnx(name), media_type="application/octet-stream", filename=f"{name}.onnx")
 
 
 @router.delete("/finetuned/{name}", status_code=204)

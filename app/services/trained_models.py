@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ class TrainedModels:
         self.get(name)
         self.store.unregister(name)
         self.registry.delete("models", name)
-        for path in (self.checkpoint_path(name), self.root / f"{name}.torchscript.pt"):
+        for path in (self.checkpoint_path(name), *self.root.glob(f"{name}.*.pt"), self.root / f"{name}.onnx"):
             path.unlink(missing_ok=True)
 
     def checkpoint(self, name: str) -> Path:
@@ -119,19 +120,47 @@ class TrainedModels:
 
     def torchscript(self, name: str) -> Path:
         """A traced TorchScript file of the model (made once, then kept next to the checkpoint)."""
+
+        def write(model: torch.nn.Module, example: torch.Tensor, buffer: io.BytesIO) -> None:
+            torch.jit.save(torch.jit.trace(model, example), buffer)
+
+        return self._export(name, "torchscript.pt", write)
+
+    def onnx(self, name: str) -> Path:
+        """An ONNX file of the model, input ``input`` ``(batch, 3, H, W)``, output ``logits``."""
+        try:
+            import onnx  # noqa: F401  # torch's exporter needs it
+        except ImportError:
+            raise Conflict("ONNX export needs the onnx package on the server: pip install onnx.") from None
+
+        def write(model: torch.nn.Module, example: torch.Tensor, buffer: io.BytesIO) -> None:
+            torch.onnx.export(
+                model,
+                (example,),
+                buffer,
+                dynamo=False,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            )
+
+        return self._export(name, "onnx", write)
+
+    def _export(
+        self, name: str, suffix: str, write: Callable[[torch.nn.Module, torch.Tensor, io.BytesIO], None]
+    ) -> Path:
         self.checkpoint(name)
-        path = self.root / f"{name}.torchscript.pt"
+        path = self.root / f"{name}.{suffix}"
         with self._export_lock:
             if path.is_file():
                 return path
             spec = self.store.spec(name)
             model = spec.load(self.settings.models_dir).cpu().eval()
             crop = spec.preprocessing.crop_size
-            with torch.inference_mode(False), torch.no_grad():
-                traced = torch.jit.trace(model, torch.zeros(1, 3, crop, crop))  # (1, 3, crop, crop)
             buffer = io.BytesIO()
-            torch.jit.save(traced, buffer)
+            with torch.inference_mode(False), torch.no_grad():
+                write(model, torch.zeros(1, 3, crop, crop), buffer)  # example input (1, 3, crop, crop)
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_bytes(buffer.getvalue())
-            os.replace(tmp, path)
+            os.replace(tmp, path)  # a reader never sees half a file
         return path

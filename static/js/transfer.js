@@ -231,6 +231,7 @@ async function showModel(name) {
   $("cell-images").replaceChildren();
   $("download-checkpoint").href = model.downloads.checkpoint;
   $("download-torchscript").href = model.downloads.torchscript;
+  $("download-onnx").href = model.downloads.onnx;
   $("try-predictions").replaceChildren();
   $("result").hidden = false;
 }

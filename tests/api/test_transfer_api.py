@@ -212,6 +212,7 @@ def test_registered_model_classifies_and_is_listed(client: TestClient, trained: 
     assert detail["downloads"] == {
         "checkpoint": "/api/finetuned/faces-fe/checkpoint",
         "torchscript": "/api/finetuned/faces-fe/torchscript",
+        "onnx": "/api/finetuned/faces-fe/onnx",
     }
 
 
@@ -226,6 +227,12 @@ def test_downloads_checkpoint_and_torchscript(client: TestClient, trained: dict[
     module = client.app.state.model_store.get("faces-fe").module  # type: ignore[attr-defined]
     with torch.inference_mode():
         assert torch.allclose(scripted(x), module(x), atol=1e-4)
+    import onnx
+
+    graph = onnx.load_from_string(client.get("/api/finetuned/faces-fe/onnx").content)
+    onnx.checker.check_model(graph)
+    assert [i.name for i in graph.graph.input] == ["input"]
+    assert [o.name for o in graph.graph.output] == ["logits"]
 
 
 @pytest.mark.slow
