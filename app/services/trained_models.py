@@ -137,7 +137,7 @@ class TrainedModels:
             torch.onnx.export(
                 model,
                 (example,),
-                buffer,
+                buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes to file objects too
                 dynamo=False,
                 input_names=["input"],
                 output_names=["logits"],
