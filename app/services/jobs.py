@@ -148,7 +148,8 @@ class JobManager:
     def submit(self, request: JobRequest) -> dict[str, Any]:
         dataset = self.datasets.get(request.dataset_id)
         self._check_base(request.base_model)
-        blocks = [b["name"] for b in self.blocks(request.base_model)["blocks"]]
+        info = self.blocks(request.base_model)
+        blocks = [b["name"] for b in info["blocks"]]
         unknown = [b for b in request.trainable if b not in blocks]
         if unknown:
             raise InvalidParameter(f"trainable: unknown blocks {unknown}; choose from {blocks}.")
@@ -203,7 +204,9 @@ class JobManager:
                 "progress": 0.0,
                 "eta_s": None,
                 "history": [],
-                "trainable_params": None,
+                # known before training: the new classifier plus the unfrozen blocks
+                "trainable_params": (info["embedding_dim"] + 1) * len(dataset["classes"])
+                + sum(b["num_params"] for b in info["blocks"] if b["name"] in request.trainable),
                 "total_params": None,
                 "error": None,
                 "model": None,
@@ -223,7 +226,9 @@ class JobManager:
                 f"job {job_id!r} is {doc['status']} already; only queued or running jobs can be cancelled."
             )
         with self._lock:
-            live = self._jobs[job_id]
+            live = self._jobs.get(job_id)
+            if live is None:  # recorded by another server process sharing the data dir
+                raise Conflict(f"job {job_id!r} is not run by this server process; cancel it where it runs.")
             if live["status"] == "queued":
                 live.update(status="cancelled", finished=time.time(), phase="cancelled")
                 self.registry.put("jobs", live)

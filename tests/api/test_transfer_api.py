@@ -253,6 +253,8 @@ def test_fine_tune_job_trains_the_chosen_block(client: TestClient, faces: dict[s
             "name": "faces-ft",
         },
     )
+    queued = client.get(f"/api/finetune/{response.json()['job_id']}").json()
+    assert queued["trainable_params"] == block6 + 1280 * 2 + 2  # known before it trains
     job = wait_for(client, response.json()["job_id"])
     assert job["status"] == "succeeded", job["error"]
     assert job["trainable_params"] == block6 + 1280 * 2 + 2
