@@ -320,7 +320,7 @@ def train(
         val_loss = float(F.cross_entropy(val_logits, val_labels)) if len(val_labels) else 0.0
         if not (math.isfinite(loss_sum) and math.isfinite(val_loss)):
             raise TrainingDiverged(
-                f"the loss became {loss_sum / len(train_x)} in epoch {epoch}: lower lr (it was {config.lr:g})."
+                f"the loss became {loss_sum / len(train_x)} in epoch {epoch}: lower lr (was {config.lr:g})."
             )
         evaluation = evaluate_logits(val_logits, val_labels, num_classes)
         result.history.append(
