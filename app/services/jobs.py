@@ -334,7 +334,17 @@ class JobManager:
     def _finish(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
         now = time.time()
         if kind == "cancelled":
-            self._update(job_id, persist=True, status="cancelled", phase="cancelled", finished=now)
+            if self.get(job_id)["cancel_requested"]:
+                self._update(job_id, persist=True, status="cancelled", phase="cancelled", finished=now)
+            else:  # stopped because the server is shutting down
+                self._update(
+                    job_id,
+                    persist=True,
+                    status="interrupted",
+                    phase="interrupted",
+                    finished=now,
+                    error="the server stopped before this job finished; start it again.",
+                )
             return
         if kind != "done":
             log.warning("job %s failed: %s", job_id, data.get("trace", data["error"]))
