@@ -216,6 +216,7 @@ def test_registered_model_classifies_and_is_listed(client: TestClient, trained: 
     }
 
 
+@pytest.mark.slow
 def test_downloads_checkpoint_and_torchscript(client: TestClient, trained: dict[str, Any]) -> None:
     raw = client.get("/api/finetuned/faces-fe/checkpoint")
     assert raw.status_code == 200
@@ -282,12 +283,21 @@ def test_cancel_a_running_job_and_dataset_in_use(client: TestClient, faces: dict
     deadline = time.monotonic() + 60
     while client.get(f"/api/finetune/{job_id}").json()["phase"] != "training" and time.monotonic() < deadline:
         time.sleep(0.2)
+    # one job at a time: a second one waits in the queue, and cancelling it there is immediate
+    waiting = client.post(
+        "/api/finetune", json={"dataset_id": faces["dataset_id"], "name": "never-run"}
+    ).json()
+    assert client.get(f"/api/finetune/{waiting['job_id']}").json()["status"] == "queued"
+    dropped = client.delete(f"/api/finetune/{waiting['job_id']}").json()
+    assert (dropped["status"], dropped["phase"], dropped["model"]) == ("cancelled", "cancelled", None)
     cancelled = client.delete(f"/api/finetune/{job_id}").json()
-    assert cancelled["cancel_requested"] is True
+    assert cancelled["cancel_requested"] is True and cancelled["status"] == "running"
     job = wait_for(client, job_id, timeout=30)
     assert job["status"] == "cancelled" and job["model"] is None
     assert client.get(f"/api/datasets/{faces['dataset_id']}").status_code == 200  # nothing was lost
     problem(client.delete(f"/api/finetune/{job_id}"), 409, "cancelled already")
+    assert wait_for(client, waiting["job_id"])["status"] == "cancelled"  # the runner skipped it
+    assert "never-run" not in [m["name"] for m in client.get("/api/models").json()]
 
 
 @pytest.mark.parametrize(
