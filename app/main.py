@@ -13,7 +13,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
-from app.api import classify, health, images, models
+from app.api import classify, convolve, health, images, models
 from app.core.config import REPO_ROOT, Settings, get_settings
 from app.core.errors import ConvScopeError, install_error_handlers
 from app.core.middleware import BodyLimitMiddleware, RequestLogMiddleware
@@ -39,7 +39,7 @@ def configure_torch(settings: Settings) -> None:
 
 def api_router() -> APIRouter:
     router = APIRouter(prefix="/api")
-    for module in (health, images, models, classify):
+    for module in (health, images, models, classify, convolve):
         router.include_router(module.router)
     return router
 

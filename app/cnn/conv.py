@@ -244,6 +244,11 @@ def conv_layer(
     )
 
 
+def pair_of(value: int | Sequence[int]) -> tuple[int, int]:
+    """``3`` -> ``(3, 3)``; a pair stays a pair."""
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
 def _pair(value: int | Sequence[int], field: str, low: int, high: int) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int) and low <= v <= high for v in pair):
@@ -382,9 +387,9 @@ def plan(layers: Sequence[Layer], shape: tuple[int, int, int], max_values: int,
 def image_tensor(rgb: np.ndarray, grayscale: bool = False) -> torch.Tensor:
     """A ``(1, C, H, W)`` float32 tensor on the 0-255 scale from an ``(H, W, 3)`` uint8 array.
 
-    The permute is a view: Pillow's HWC memory *is* ``channels_last``, so no copy is made for the layout.
+    The permute is a view: Pillow's HWC memory *is* ``channels_last``, so the one copy (to float) is all.
     """
-    x = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float()  # (1, 3, H, W), channels_last strides
+    x = torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W), channels_last
     if grayscale:  # ITU-R 601 luma, as Pillow's convert("L")
         luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
         x = (x * luma).sum(1, keepdim=True)  # (1, 1, H, W)
@@ -505,10 +510,6 @@ def render(y: torch.Tensor, mode: RenderMode) -> np.ndarray:
 def stats(y: torch.Tensor) -> dict[str, float]:
     """min, max, mean and (population) std of all values of ``y``."""
     with torch.inference_mode():
-        flat = y.detach().double()
-        return {
-            "min": float(flat.min()),
-            "max": float(flat.max()),
-            "mean": float(flat.mean()),
-            "std": float(flat.std(correction=0)),
-        }
+        low, high = torch.aminmax(y)
+        std, mean = torch.std_mean(y, correction=0)  # torch sums float32 pairwise: no double copy needed
+        return {"min": float(low), "max": float(high), "mean": float(mean), "std": float(std)}
