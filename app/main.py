@@ -17,6 +17,7 @@ from app.api import classify, convolve, health, images, models
 from app.core.config import REPO_ROOT, Settings, get_settings
 from app.core.errors import ConvScopeError, install_error_handlers
 from app.core.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from app.pages import playground as playground_page
 from app.pages import routes as pages
 from app.services.image_store import ImageStore
 from app.services.model_store import ModelStore
@@ -68,4 +69,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=REPO_ROOT / "static"), name="static")
     app.include_router(api_router())
     app.include_router(pages.router)
+    app.include_router(playground_page.router)
     return app
