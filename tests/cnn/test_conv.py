@@ -18,6 +18,7 @@ from app.cnn.conv import (
     PoolLayer,
     SpecError,
     axis_size,
+    channels_last,
     conv_layer,
     image_tensor,
     plan,
@@ -203,7 +204,7 @@ def test_grayscale_is_pillow_luma() -> None:
     np.testing.assert_allclose(grey[0, 0, 0].numpy(), [76.245, 149.685, 29.07, 18.15], atol=1e-3)
 
 
-def test_image_tensor_is_channels_last_without_copy() -> None:
+def test_image_tensor_is_channels_last() -> None:
     rgb = np.zeros((8, 6, 3), dtype=np.uint8)
     assert image_tensor(rgb).is_contiguous(memory_format=torch.channels_last)
 
@@ -371,3 +372,13 @@ def test_render_layouts() -> None:
 
 def test_stats_are_population_statistics() -> None:
     assert stats(torch.tensor([[[[1.0, 3.0]]]])) == {"min": 1.0, "max": 3.0, "mean": 2.0, "std": 1.0}
+
+
+def test_image_tensor_has_full_channels_last_strides() -> None:
+    """A permuted view of HWC pixels has batch stride 3, which oneDNN does not treat as channels_last."""
+    rgb = np.zeros((8, 6, 3), dtype=np.uint8)
+    rgb.setflags(write=False)  # as np.asarray(PIL image) gives
+    x = image_tensor(rgb)
+    assert x.stride() == (8 * 6 * 3, 1, 6 * 3, 3)
+    view = torch.zeros(8, 6, 3).permute(2, 0, 1).unsqueeze(0)
+    assert view.stride(0) == 3 and channels_last(view).stride() == (8 * 6 * 3, 1, 6 * 3, 3)
