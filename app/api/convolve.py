@@ -125,8 +125,8 @@ class PresetOut(BaseModel):
 
 class ConvolveStepsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    input: Annotated[list[Annotated[list[float], Field(max_length=32)]], Field(max_length=32)] = Field(
-        description="a matrix of up to 32×32 numbers")
+    input: Annotated[list[Annotated[list[float], Field(min_length=1, max_length=32)]],
+                     Field(min_length=1, max_length=32)] = Field(description="up to 32×32 numbers")
     layer: LayerIn
 
 
@@ -209,6 +209,25 @@ OPENAPI_BODY = {
 }
 
 
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "instance"],
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "detail": {"type": "string"}, "instance": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    reasons = {404: "unknown image_id or sample", 413: "the upload is too large",
+               415: "not JSON or multipart, or the file is not an image",
+               422: "a bad field: the detail names it and the allowed range"}
+    content = {"application/problem+json": {"schema": PROBLEM_SCHEMA}}
+    return {code: {"description": reasons[code], "content": content} for code in codes}
+
+
 def _validated(model: type[ConvolveSpec], payload: Any) -> ConvolveSpec:
     try:
         return model.model_validate(payload)
@@ -257,7 +276,8 @@ def _out(result: Convolution, specs: list[Any]) -> ConvolveResponse:
     )
 
 
-@router.post("/convolve", response_model=ConvolveResponse, openapi_extra=OPENAPI_BODY)
+@router.post("/convolve", response_model=ConvolveResponse, openapi_extra=OPENAPI_BODY,
+             responses=_problems(404, 413, 415, 422))
 def create_convolution(
     data: Annotated[tuple[ConvolveSpec, bytes | None, str | None], Depends(parse_convolve_input)],
     settings: SettingsDep,
@@ -284,7 +304,7 @@ def _image(images: ImageStore, spec: ConvolveSpec, raw: bytes | None, name: str 
     return images.resolve(spec.image_id, spec.sample).image
 
 
-@router.post("/convolve/steps", response_model=ConvolveStepsResponse)
+@router.post("/convolve/steps", response_model=ConvolveStepsResponse, responses=_problems(422))
 def create_convolution_steps(body: ConvolveStepsRequest) -> ConvolveStepsResponse:
     """The arithmetic behind one layer on a small matrix: for every output cell, the window on the padded
     input (padding cells marked), the element-wise products and their sum plus bias, or for pooling the

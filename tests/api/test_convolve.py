@@ -267,7 +267,7 @@ def test_malformed_bodies(client: TestClient, tiny_png: bytes) -> None:
     [
         ({"input": [[1] * 33], "layer": {"type": "activation"}}, "input", "at most 32"),
         ({"input": [[1, 2], [3]], "layer": {"type": "activation"}}, "input", "rectangular"),
-        ({"input": [], "layer": {"type": "activation"}}, "input", "non-empty"),
+        ({"input": [], "layer": {"type": "activation"}}, "input", "at least 1 item"),
         ({"input": [[1]], "layer": {"type": "conv", "kernel": [[[1.0]]]}}, "layer.kernel",
          "must be a 2-D matrix"),
         ({"input": [[1] * 3] * 3, "layer": {"type": "conv", "kernel": [[1] * 4] * 4}}, "layer.kernel",
