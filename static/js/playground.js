@@ -44,10 +44,22 @@ function readHash() {
   if (!match) return null;
   try {
     const parsed = JSON.parse(decodeURIComponent(match[1]));
-    return parsed && Array.isArray(parsed.layers) ? { ...defaultState(), ...parsed } : null;
+    return parsed && Array.isArray(parsed.layers) && parsed.layers.length && parsed.layers.every(editable)
+      ? { ...defaultState(), ...parsed }
+      : null;
   } catch {
     return null;
   }
+}
+
+// A link edited by hand may hold anything: only layers the editor can show are taken, else the defaults.
+function editable(layer) {
+  if (!layer || typeof layer !== "object") return false;
+  if (layer.type === "conv") {
+    return Array.isArray(layer.kernel) && layer.kernel.length > 0 && layer.kernel.every((row) => Array.isArray(row) && row.length === layer.kernel[0].length && row.length > 0 && row.every((v) => typeof v === "number"));
+  }
+  if (layer.type === "pool") return typeof layer.mode === "string";
+  return layer.type === "activation";
 }
 
 function writeHash() {

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
+
+from tests.conftest import SAMPLES
 
 pytestmark = pytest.mark.browser
 
@@ -135,3 +137,18 @@ def test_a_bad_setting_shows_the_reason(page) -> None:
     page.console_errors.clear()  # the browser logs the 422 itself
     page.fill("#layers .dilation", "2")
     error.wait_for(state="hidden", timeout=10_000)
+
+
+def test_upload_your_own_photo(page) -> None:
+    page.goto("/playground")
+    wait_for_shape(page, 0, "3×512×512")
+    page.set_input_files("#file-input", str(SAMPLES / "coffee.jpg"))
+    wait_for_shape(page, 0, "3×341×512")  # 600×400 scaled to a longest side of 512
+    assert "image_id" in unquote(page.url)
+    page.wait_for_function("document.getElementById('input-image').naturalWidth === 600")
+
+
+def test_a_garbled_link_falls_back_to_the_defaults(page) -> None:
+    page.goto("/playground#s=" + quote(json.dumps({"layers": [{"type": "conv", "kernel": "oops"}]})))
+    wait_for_shape(page, 0, "3×512×512")
+    assert page.locator("#layers .preset").first.input_value() == "sobel_x"
