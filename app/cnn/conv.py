@@ -365,10 +365,24 @@ def plan_layer(layer: Layer, shape: tuple[int, int, int], field: str) -> LayerPl
     return LayerPlan((out_c, oh.size, ow.size), f"H: {oh.text}; W: {ow.text}", pad)
 
 
+def multiply_adds(layer: Layer, in_shape: tuple[int, int, int], out_shape: tuple[int, int, int]) -> int:
+    """Multiply-adds (or comparisons, for pooling) a layer costs: what bounds its running time."""
+    c_out, h, w = out_shape
+    if isinstance(layer, ConvLayer):
+        kh, kw = layer.kernel_size
+        depth = 1 if layer.kind == "per_channel" else in_shape[0]  # per channel: depthwise, groups = C
+        return c_out * h * w * depth * kh * kw
+    if isinstance(layer, PoolLayer):
+        kh, kw = (in_shape[1], in_shape[2]) if layer.mode.startswith("global") else layer.kernel_size
+        return c_out * h * w * kh * kw
+    return c_out * h * w
+
+
 def plan(layers: Sequence[Layer], shape: tuple[int, int, int], max_values: int,
-         prefix: str = "layers") -> list[LayerPlan]:
-    """Plan every layer in order, refusing any output with more than ``max_values`` numbers (C×H×W)."""
-    plans = []
+         max_multiply_adds: int | None = None, prefix: str = "layers") -> list[LayerPlan]:
+    """Plan every layer in order, refusing any output with more than ``max_values`` numbers (C×H×W) and a
+    pipeline costing more than ``max_multiply_adds`` in all (so no request can run for minutes)."""
+    plans, total = [], 0
     for index, layer in enumerate(layers):
         field = f"{prefix}[{index}]"
         step = plan_layer(layer, shape, field)
@@ -376,6 +390,11 @@ def plan(layers: Sequence[Layer], shape: tuple[int, int, int], max_values: int,
         if c * h * w > max_values:
             raise SpecError(field, f"would output {c}×{h}×{w} = {c * h * w:,} values; the limit is "
                             f"{max_values:,}. Use a smaller image (max_side), more stride or fewer filters.")
+        total += multiply_adds(layer, shape, step.shape)
+        if max_multiply_adds is not None and total > max_multiply_adds:
+            raise SpecError(field, f"brings the pipeline to {total:,} multiply-adds; the limit is "
+                            f"{max_multiply_adds:,}. Use a smaller image (max_side), smaller kernels, fewer "
+                            "filters or fewer layers.")
         plans.append(step)
         shape = step.shape
     return plans

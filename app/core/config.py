@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     convolve_max_side: int = Field(2048, ge=16, le=8192)
     # Playground: the largest layer output, channels x height x width; a pipeline exceeding it is a 422.
     convolve_max_values: int = Field(16_777_216, ge=1)
+    # Playground: the work one pipeline may cost, in multiply-adds (a 31×31 kernel on a 2048² RGB photo is
+    # 12e9, about a second on two cores); more is a 422, so no request runs for minutes.
+    convolve_max_multiply_adds: int = Field(20_000_000_000, ge=1)
     # Playground: layers in one pipeline.
     convolve_max_layers: int = Field(12, ge=1, le=64)
     # Playground: a rendered layer picture with more pixels than this is scaled down to fit.

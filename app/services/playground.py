@@ -112,7 +112,7 @@ def convolve_image(
     x = conv.image_tensor(np.asarray(image), grayscale)  # (1, C, H, W)
     shape = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
     with spec_errors():
-        plans = conv.plan(layers, shape, settings.convolve_max_values)
+        plans = conv.plan(layers, shape, settings.convolve_max_values, settings.convolve_max_multiply_adds)
     prepared = time.perf_counter()
     outputs = conv.run(x, layers, plans)
     computed = time.perf_counter()

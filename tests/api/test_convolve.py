@@ -241,6 +241,11 @@ def test_output_over_the_pixel_limit_is_refused(settings: Settings) -> None:
         body = {"sample": "cat", "layers": [{"type": "conv", "preset": "identity"}]}
         detail = problem(client.post("/api/convolve", json=body), "layers[0]")["detail"]
         assert "3×298×449 = 401,406 values; the limit is 100,000" in detail
+    slow = settings.model_copy(update={"convolve_max_multiply_adds": 10**8, "preload": False})
+    with TestClient(create_app(slow)) as client:
+        body = {"sample": "cat", "layers": [{"type": "conv", "kernel": [[1.0] * 31] * 31, "padding": "same"}]}
+        detail = problem(client.post("/api/convolve", json=body), "layers[0]")["detail"]
+        assert "390,069,900 multiply-adds; the limit is 100,000,000" in detail  # 3·300·451·961
 
 
 def test_malformed_bodies(client: TestClient, tiny_png: bytes) -> None:

@@ -21,6 +21,7 @@ from app.cnn.conv import (
     channels_last,
     conv_layer,
     image_tensor,
+    multiply_adds,
     plan,
     render,
     resolve_padding,
@@ -338,6 +339,20 @@ def test_bad_layers_name_their_field() -> None:
         with pytest.raises(SpecError, match=message) as info:
             plan([layer], (3, 5, 8), 10**6)
         assert info.value.field == field
+
+
+def test_work_limit_is_checked_before_computing() -> None:
+    bank = conv_layer([[[[0.0] * 5] * 5] * 3] * 16, padding="same")  # 16 filters, 3 deep, 5×5
+    assert plan([bank], (3, 10, 10), 10**6, 120_000)[0].shape == (16, 10, 10)  # 16·100·3·25 = 120,000
+    with pytest.raises(SpecError, match=r"120,000 multiply-adds; the limit is 119,999") as info:
+        plan([bank], (3, 10, 10), 10**6, 119_999)
+    assert info.value.field == "layers[0]"
+    layers = [conv_layer("sobel_x"), PoolLayer("max", (2, 2)), PoolLayer("global_avg"),
+              ActivationLayer("relu")]
+    plans = plan(layers, (3, 10, 10), 10**6)
+    shapes = [(3, 10, 10)] + [p.shape for p in plans]
+    costs = [multiply_adds(layer, a, b) for layer, a, b in zip(layers, shapes[:-1], shapes[1:], strict=True)]
+    assert costs == [3 * 8 * 8 * 9, 3 * 4 * 4 * 4, 3 * 4 * 4, 3]
 
 
 def test_output_limit_is_checked_before_computing() -> None:
