@@ -109,7 +109,7 @@ def engine_table() -> None:
 def http_table() -> None:
     print("\n== full HTTP request vs engine compute (best of n, ms; one layer, render clip, format auto) ==")
     print(f"{'image':>6} {'layer':<12} {'request':>8} {'compute':>8} {'ratio':>6}  split: prepare / compute"
-          " / render / encode / HTTP+JSON")
+          " / render+stats / encode / HTTP+JSON")
     threads = torch.get_num_threads()
     settings = Settings(preload=False, data_dir=Path("/tmp/convscope-bench"), torch_threads=threads)
     with TestClient(create_app(settings)) as client:

@@ -11,7 +11,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from app.api.deps import ImageStoreDep, SettingsDep
+from app.api.deps import ImageStoreDep, ModelStoreDep, SettingsDep
 from app.cnn import conv
 from app.core.errors import InvalidParameter, UnsupportedMediaType
 from app.services.image_store import ImageStore
@@ -282,6 +282,7 @@ def create_convolution(
     data: Annotated[tuple[ConvolveSpec, bytes | None, str | None], Depends(parse_convolve_input)],
     settings: SettingsDep,
     images: ImageStoreDep,
+    store: ModelStoreDep,
 ) -> ConvolveResponse:
     """Apply a pipeline of conv, activation and pool layers to a photo; every layer's shape, formula, stats
     and picture (raw values too when at most 64×64).
@@ -293,7 +294,7 @@ def create_convolution(
     layers = [to_layer(layer, f"layers[{i}]") for i, layer in enumerate(spec.layers)]
     image = _image(images, spec, raw, name)
     result = convolve_image(image, layers, settings, grayscale=spec.grayscale, max_side=spec.max_side,
-                            mode=spec.render.mode, fmt=spec.render.format)
+                            mode=spec.render.mode, fmt=spec.render.format, slot=store.inference_slot())
     return _out(result, spec.layers)
 
 

@@ -13,7 +13,7 @@ import io
 import math
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
@@ -98,8 +98,13 @@ def convolve_image(
     max_side: int = 1024,
     mode: conv.RenderMode = "clip",
     fmt: RenderFormat = "auto",
+    slot: AbstractContextManager[object] | None = None,
 ) -> Convolution:
-    """Run a planned pipeline on an RGB image and render every layer's output."""
+    """Run a planned pipeline on an RGB image and render every layer's output.
+
+    ``slot`` is held while the layers compute: the model store's inference slot, so that convolutions and
+    forward passes take turns on the cores instead of oversubscribing them.
+    """
     if len(layers) > settings.convolve_max_layers:
         limit = settings.convolve_max_layers
         raise InvalidParameter(f"layers: {len(layers)} layers; the limit is {limit}.",
@@ -113,9 +118,11 @@ def convolve_image(
     shape = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
     with spec_errors():
         plans = conv.plan(layers, shape, settings.convolve_max_values, settings.convolve_max_multiply_adds)
-    prepared = time.perf_counter()
-    outputs = conv.run(x, layers, plans)
-    computed = time.perf_counter()
+    planned = time.perf_counter()
+    with slot or nullcontext():
+        prepared = time.perf_counter()
+        outputs = conv.run(x, layers, plans)
+        computed = time.perf_counter()
     results, render_s, encode_s = [], 0.0, 0.0
     for index, (y, step) in enumerate(zip(outputs, plans, strict=True)):
         began = time.perf_counter()
@@ -133,7 +140,8 @@ def convolve_image(
         values = y[0].tolist() if h <= VALUES_MAX_SIDE and w <= VALUES_MAX_SIDE else None
         results.append(LayerOutput(step.shape, step.formula, numbers, url, size, values))
     timings = {
-        "prepare": (prepared - start) * 1000,
+        "prepare": (planned - start) * 1000,
+        "queue": (prepared - planned) * 1000,  # waiting for the inference slot
         "compute": (computed - prepared) * 1000,
         "render": render_s * 1000,
         "encode": encode_s * 1000,

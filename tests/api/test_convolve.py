@@ -57,7 +57,7 @@ def test_multipart_upload_whole_body(client: TestClient, tiny_png: bytes) -> Non
     assert response.status_code == 200, response.text
     body = response.json()
     image = body["layers"][0].pop("image")
-    assert set(body["timings_ms"]) == {"prepare", "compute", "render", "encode", "total"}
+    assert set(body["timings_ms"]) == {"prepare", "queue", "compute", "render", "encode", "total"}
     del body["timings_ms"]
     # every channel's horizontal difference is -30 on this ramp, plus the bias: -25 everywhere
     assert body == {
