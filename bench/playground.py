@@ -70,13 +70,14 @@ def baselines(x_cl: torch.Tensor, layer: conv.Layer) -> dict[str, Callable[[], o
 
 
 def interleaved_best_ms(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Best time of each call, the calls taking turns round by round so that load on a shared machine
-    falls on all of them alike."""
+    """Best time of each call, the calls taking turns round by round (and each leading a round in turn, as
+    the first call after another one meets colder caches) so that a shared machine's load falls alike."""
     for fn in fns.values():
         fn()  # warm-up: oneDNN picks its kernels on the first call
     best = dict.fromkeys(fns, float("inf"))
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    calls = list(fns.items())
+    for r in range(rounds):
+        for name, fn in calls[r % len(calls):] + calls[: r % len(calls)]:  # each goes first in turn
             start = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - start)
