@@ -183,3 +183,32 @@ def test_a_streamed_body_is_cut_off_at_the_limit(small_client: TestClient) -> No
         response = small_client.post(path, content=chunks, headers={"content-type": content_type})
         assert_problem(response, 413, f"the request body is larger than the limit of {limit:,} bytes.")
         chunks = iter([b"x" * 400_000] * 4)
+
+
+def test_every_request_is_logged_with_its_status_and_duration(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO", logger="convscope.requests"):
+        client.get("/api/health")
+        client.get("/api/models/nope")
+    lines = [r.getMessage() for r in caplog.records if r.name == "convscope.requests"]
+    assert len(lines) == 2
+    assert lines[0].startswith("GET /api/health -> 200 in ") and lines[0].endswith(" ms")
+    assert lines[1].startswith("GET /api/models/nope -> 404 in ")
+
+
+@pytest.mark.gpu
+def test_cuda_gives_the_same_classes_as_the_cpu(tmp_path: Path) -> None:
+    from app.services.classification import classify_images
+    from app.services.model_store import ModelStore
+
+    image = Image.open(io.BytesIO(sample_bytes("coffee"))).convert("RGB")
+    results = {}
+    for device in ("cpu", "cuda"):
+        store = ModelStore(Settings(data_dir=tmp_path, models_dir=tmp_path, device=device))  # type: ignore[arg-type]
+        assert store.get("efficientnet_lite0").device.type == device
+        (result,) = classify_images(store, [image], "efficientnet_lite0", 5)
+        results[device] = result.predictions
+    assert [p.index for p in results["cpu"]] == [p.index for p in results["cuda"]]
+    for a, b in zip(results["cpu"], results["cuda"], strict=True):
+        assert a.probability == pytest.approx(b.probability, abs=1e-3)
