@@ -94,7 +94,6 @@ def main() -> None:
         predict_proba(loaded.module, batch)
 
     inproc = statistics.median(timed(pipeline, n))
-    del contiguous_model
 
     print(f"threads: torch {torch.get_num_threads()}, cores {os.cpu_count()}; image {IMAGE.name}; {n} requests each")
     print(f"{'measure':48} {'ms':>9} {'ratio':>8}")
