@@ -44,6 +44,7 @@ lint: install-dev
 
 bench: install-dev
 	$(PY) bench/classify.py
+	$(PY) bench/playground.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
