@@ -173,7 +173,7 @@ function activationEditor(layer, index) {
 }
 
 function poolEditor(layer, index) {
-    const modes = [["max", "max"], ["avg", "average"], ["global_avg", "global average"], ["global_max", "global max"]];
+  const modes = [["max", "max"], ["avg", "average"], ["global_avg", "global average"], ["global_max", "global max"]];
   const local = !layer.mode.startsWith("global");
   return el(
     "div",
