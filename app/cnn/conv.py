@@ -544,8 +544,10 @@ def render(y: torch.Tensor, mode: RenderMode) -> np.ndarray:
 def stats(y: torch.Tensor) -> dict[str, float]:
     """min, max, mean and (population) std of all values of ``y``."""
     with torch.inference_mode():
-        low, high = torch.aminmax(y)
-        mean = y.mean()
-        # a norm of the centred values: ~4× faster than torch.std_mean here, and no cancellation
-        std = torch.linalg.vector_norm(y - mean) / math.sqrt(y.numel())
+        # every value once, in memory order: aminmax over the channels_last tensor as NCHW is ~5× slower
+        flat = y.permute(0, 2, 3, 1).reshape(-1) if y.is_contiguous(memory_format=CHANNELS_LAST) else y.reshape(-1)
+        low, high = torch.aminmax(flat)
+        mean = flat.mean()
+        # a norm of the centred values: ~10× faster than torch.std_mean here, and no cancellation
+        std = torch.linalg.vector_norm(flat - mean) / math.sqrt(flat.numel())
         return {"min": float(low), "max": float(high), "mean": float(mean), "std": float(std)}

@@ -397,3 +397,10 @@ def test_image_tensor_has_full_channels_last_strides() -> None:
     assert x.stride() == (8 * 6 * 3, 1, 6 * 3, 3)
     view = torch.zeros(8, 6, 3).permute(2, 0, 1).unsqueeze(0)
     assert view.stride(0) == 3 and channels_last(view).stride() == (8 * 6 * 3, 1, 6 * 3, 3)
+
+
+def test_stats_do_not_depend_on_the_layout() -> None:
+    y = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+    expected = {"min": 0.0, "max": 119.0, "mean": 59.5, "std": pytest.approx(float(y.double().std(correction=0)))}
+    assert stats(y) == expected
+    assert stats(y.contiguous(memory_format=torch.channels_last)) == expected
