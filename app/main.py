@@ -13,11 +13,13 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
-from app.api import classify, health, images, models
+from app.api import classify, explore, health, images, models
 from app.core.config import REPO_ROOT, Settings, get_settings
 from app.core.errors import ConvScopeError, install_error_handlers
 from app.core.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from app.pages import explore as explore_page
 from app.pages import routes as pages
+from app.services.explorer import Explorer
 from app.services.image_store import ImageStore
 from app.services.model_store import ModelStore
 
@@ -39,7 +41,7 @@ def configure_torch(settings: Settings) -> None:
 
 def api_router() -> APIRouter:
     router = APIRouter(prefix="/api")
-    for module in (health, images, models, classify):
+    for module in (health, images, models, classify, explore):
         router.include_router(module.router)
     return router
 
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure_torch(settings)
         app.state.model_store = ModelStore(settings)
         app.state.image_store = ImageStore(settings)
+        app.state.explorer = Explorer(settings, app.state.model_store)
         if settings.preload:
             try:
                 await run_in_threadpool(app.state.model_store.get, settings.default_model)
@@ -68,4 +71,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=REPO_ROOT / "static"), name="static")
     app.include_router(api_router())
     app.include_router(pages.router)
+    app.include_router(explore_page.router)
     return app

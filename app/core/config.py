@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # Uploaded images kept in memory (least recently used are dropped first).
     image_cache_items: int = Field(64, ge=1)
     image_cache_bytes: int = Field(1_000_000_000, ge=1)
+    # Layer recordings kept for the explore page, per (image, model), least recently used dropped first.
+    # EfficientNet-Lite0 needs about 40 MB per image (every layer's output in float16).
+    explore_cache_bytes: int = Field(268_435_456, ge=0)
     default_model: str = "efficientnet_lite0"
     # Load the default model at start-up rather than on first use.
     preload: bool = True
