@@ -16,7 +16,7 @@ from app.core.images import encode_png
 
 router = APIRouter(tags=["explore"])
 
-CONFLICT: dict[int | str, dict[str, Any]] = {409: {"description": "the model's trained weights are not available"}}
+CONFLICT: dict[int | str, dict[str, Any]] = {409: {"description": "no trained weights for the model here"}}
 
 
 def data_url(image: Image.Image) -> str:
