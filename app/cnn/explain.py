@@ -77,7 +77,7 @@ def grad_cam(
         weights = (alpha * g.clamp_min(0)).sum(dim=(1, 2))  # (C,)
     else:
         weights = g.mean(dim=(1, 2))  # (C,)
-    cam = (weights[:, None, None] * a).sum(0)  # (h, w)
+    cam = (weights[:, None, None] * a).sum(0).cpu()  # (h, w)
     probability = logits.detach()[0].float().softmax(0)[target]
     name = "gradcam++" if plus else "gradcam"
     return Explanation(name, target, _normalise(cam), float(probability), float(logits.detach()[0, target]))

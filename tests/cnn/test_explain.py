@@ -62,6 +62,7 @@ def test_grad_cam_on_the_cat_photo_lies_on_the_cat_face(lite0: nn.Module, plus: 
     assert hook_count(lite0) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("plus", [False, True])
 def test_grad_cam_follows_the_chosen_class(lite0: nn.Module, plus: bool) -> None:
     image, cat_box, cup_box = cat_and_cup()

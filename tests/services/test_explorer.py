@@ -135,3 +135,16 @@ def test_architecture_needs_no_weights_but_feature_maps_do(make_explorer) -> Non
         explorer.explain(image(0), "nothing", "gradcam")
     with pytest.raises(Conflict):
         explorer.filters("nothing", None)
+
+
+@pytest.mark.gpu
+def test_every_view_runs_on_cuda(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, models_dir=tmp_path, device="cuda")
+    explorer = Explorer(settings, ModelStore(settings, specs={"pets10": finetuned_spec()}))
+    assert explorer.store.get("pets10").device.type == "cuda"
+    assert explorer.features(image(0), "pets10", "layer2", channel=3).channel_overlay is not None
+    assert explorer.head(image(0), "pets10").num_classes == 10
+    assert explorer.filters("pets10", "layer1.0.conv1").shape == [64, 64, 3, 3]
+    for method in ("gradcam", "gradcam++", "saliency", "occlusion"):
+        result = explorer.explain(image(0), "pets10", method, target=3, samples=2, window=32, stride=16)
+        assert result.overlay.size == (64, 64)
