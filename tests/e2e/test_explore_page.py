@@ -1,4 +1,4 @@
-"""The explore page in a real browser: architecture, feature maps, receptive field, filters, head, Grad-CAM."""
+"""The explore page in a real browser: architecture, feature maps, receptive fields, filters, head, CAMs."""
 
 from __future__ import annotations
 
@@ -9,12 +9,16 @@ from tests.conftest import SAMPLES
 pytestmark = pytest.mark.browser
 
 
+def wait_for_layer(page, prefix: str) -> None:
+    script = f"document.getElementById('features-layer').textContent.startsWith('{prefix}')"
+    page.wait_for_function(script, timeout=30_000)
+
+
 def open_with_cat(page) -> None:
     page.goto("/explore")
     page.locator("#arch-table tbody tr").first.wait_for(timeout=30_000)
     page.click("button[data-sample='cat']")
-    page.wait_for_function("document.getElementById('features-layer').textContent.startsWith('bn2')",
-                           timeout=30_000)
+    wait_for_layer(page, "bn2")
 
 
 def test_architecture_table_and_filters_load(page) -> None:
@@ -34,8 +38,7 @@ def test_choose_a_layer_see_its_grid_then_grad_cam(page) -> None:
     assert page.locator("#head-table tbody tr").first.locator("td").first.inner_text() == "tiger cat"
     first_grid = page.get_attribute("#feature-grid", "src")
     page.click("#arch-table tr[data-path='blocks.2']")
-    page.wait_for_function("document.getElementById('features-layer').textContent.startsWith('blocks.2: 40×28×28')",
-                           timeout=30_000)
+    wait_for_layer(page, "blocks.2: 40×28×28")
     assert page.get_attribute("#feature-grid", "src") != first_grid
     assert page.locator("#arch-table tr.selected").get_attribute("data-path") == "blocks.2"
 
@@ -51,8 +54,7 @@ def test_choose_a_layer_see_its_grid_then_grad_cam(page) -> None:
 def test_clicking_a_feature_cell_shows_its_receptive_field(page) -> None:
     open_with_cat(page)
     page.click("#arch-table tr[data-path='blocks.1']")  # 24×56×56, receptive field well inside the image
-    page.wait_for_function("document.getElementById('features-layer').textContent.startsWith('blocks.1: 24×56×56')",
-                           timeout=30_000)
+    wait_for_layer(page, "blocks.1: 24×56×56")
     grid = page.locator("#feature-grid")
     box = grid.bounding_box()
     page.mouse.click(box["x"] + 5, box["y"] + 5)  # channel 0, a unit near its top-left
