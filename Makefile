@@ -12,7 +12,6 @@ PYTEST_ARGS ?=
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 
 $(VENV)/.torch: | $(PY)
 	$(PY) -m pip install -q $(TORCH_PINS)
