@@ -181,6 +181,8 @@ async function loadHead() {
       return tr;
     }),
   );
+  $("class-index").max = head.num_classes - 1;
+  $("class-index").placeholder = `0–${head.num_classes - 1}`;
   $("class-select").replaceChildren(
     ...head.classes.map((c) => new Option(`${c.label} (${(c.probability * 100).toFixed(1)}%)`, c.index)),
   );
@@ -193,7 +195,9 @@ async function explain() {
   const payload = { ...state.ref, model: modelSelect.value };
   payload.method = method === "smoothgrad" ? "saliency" : method;
   if (method === "smoothgrad") payload.smoothgrad_samples = 8;
-  if ($("class-select").value !== "") payload.target = Number($("class-select").value);
+  const typed = $("class-index").value;
+  if (typed !== "") payload.target = Number(typed);
+  else if ($("class-select").value !== "") payload.target = Number($("class-select").value);
   const result = await postJSON("/api/explain", payload);
   const img = $("explain-overlay");
   img.src = result.overlay;

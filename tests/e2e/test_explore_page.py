@@ -82,6 +82,19 @@ def test_other_explanations_and_a_chosen_class(page) -> None:
     page.wait_for_function("document.getElementById('explain-caption').textContent.startsWith('smoothgrad')",
                            timeout=60_000)
     assert f"“{chosen}”" in page.locator("#explain-caption").inner_text()
+    # any class by its index, here one the model does not see at all
+    page.fill("#class-index", "967")
+    page.select_option("#method-select", "gradcam++")
+    page.click("#explain-button")
+    page.wait_for_function("document.getElementById('explain-caption').textContent.startsWith('gradcam++')",
+                           timeout=60_000)
+    assert "“espresso”" in page.locator("#explain-caption").inner_text()
+    page.fill("#class-index", "1000")
+    page.click("#explain-button")
+    error = page.locator("#error")
+    error.wait_for(state="visible", timeout=30_000)
+    assert "target must be a class index in 0..999" in error.inner_text()
+    page.console_errors.clear()  # the browser logs the 422 response itself
 
 
 def test_upload_and_a_model_without_weights(page) -> None:
