@@ -44,9 +44,8 @@ class LayerRecorder:
     Use as ``with LayerRecorder(model) as rec: model(x)``; every hook is removed on exit.
     """
 
-    def __init__(self, model: nn.Module, keep: set[str] | None = None) -> None:
+    def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.keep = keep  # paths whose outputs to keep; None keeps every spatial output
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
         self.thread = threading.get_ident()
         self.outputs: dict[str, torch.Tensor] = {}
@@ -55,6 +54,8 @@ class LayerRecorder:
         self.linear: tuple[str, torch.Tensor, torch.Tensor] | None = None
         self._stored: list[torch.Tensor] = []
         self._last: torch.Tensor | None = None
+        self._last_key: tuple[Any, ...] | None = None
+        self._last_source: torch.Tensor | None = None
 
     def __enter__(self) -> LayerRecorder:
         try:
@@ -86,21 +87,34 @@ class LayerRecorder:
             self.order.append(path)
             if isinstance(module, nn.Linear) and args and isinstance(args[0], torch.Tensor):
                 self.linear = (path, args[0][0].detach().float().cpu(), output[0].detach().float().cpu())
-            if output.dim() == 4 and (self.keep is None or path in self.keep):
-                # A copy now: later in-place ops (ReLU(inplace=True), ``out += identity``) change the tensor.
-                out = output[0].detach().to("cpu", torch.float16, memory_format=torch.contiguous_format)
-                if out.data_ptr() == output.data_ptr():  # .to() was a no-op (already CPU half)
-                    out = out.clone()
-                last = self._last
-                # Containers return their last child's tensor: keep one copy when the values are the same.
-                if last is not None and last.shape == out.shape and torch.equal(last, out):
-                    out = last
-                else:
-                    self._stored.append(out)
-                self._last = out
-                self.outputs[path] = out
+            if output.dim() == 4:
+                self.outputs[path] = self._copy(output[0].detach())  # (C, H, W)
 
         return hook
+
+    def _copy(self, out: torch.Tensor) -> torch.Tensor:
+        """A half-precision CPU copy, shared with the previous one when the tensor has not changed since.
+
+        Containers return their last child's tensor, so most copies are shared. The version counter tells
+        whether an in-place op (ReLU(inplace=True), ``out += identity``) changed it in between; inference
+        tensors have none, and are compared by value instead.
+        """
+        try:
+            key: tuple[Any, ...] | None = (out.data_ptr(), tuple(out.shape), out.stride(), out._version)
+        except RuntimeError:  # an inference tensor
+            key = None
+        last = self._last
+        if last is not None and key is not None and key == self._last_key:
+            return last
+        copy = out.to("cpu", torch.float16)  # keeps the memory layout: no transpose of channels_last maps
+        if copy.data_ptr() == out.data_ptr():  # .to() was a no-op (already CPU half)
+            copy = copy.clone()
+        if key is None and last is not None and last.shape == copy.shape and torch.equal(last, copy):
+            return last
+        self._stored.append(copy)
+        # Holding the source keeps its memory from being reused by a later tensor with the same key.
+        self._last, self._last_key, self._last_source = copy, key, out
+        return copy
 
     def result(self) -> Recorded:
         nbytes = sum(t.numel() * t.element_size() for t in self._stored)
@@ -113,7 +127,8 @@ class LayerRecorder:
 
 def record_layers(model: nn.Module, x: torch.Tensor) -> Recorded:
     """Run ``x`` (1, 3, H, W) through ``model`` once and keep every spatial output and the head's input."""
-    with LayerRecorder(model) as recorder, torch.inference_mode():
+    # no_grad, not inference_mode: outputs keep version counters, which tell in-place changes apart
+    with LayerRecorder(model) as recorder, torch.no_grad():
         model(x)
     return recorder.result()
 

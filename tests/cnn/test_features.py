@@ -138,3 +138,41 @@ def test_default_target_layer_is_the_last_conv_stage(factory, expected: str) -> 
     model = factory().eval()
     rec = record_layers(model, torch.randn(1, 3, 64, 64))
     assert default_target_layer(rec.order, rec.shapes, model) == expected
+
+
+class FreesThenReallocates(nn.Module):
+    """Two same-shaped outputs in a row with a functional op between: memory of the first may be reused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 3, 1)
+        self.b = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.a(x)
+        x = torch.relu(x) * 0 + 1  # the output of a is freed here
+        return self.b(x)
+
+
+def test_outputs_of_different_modules_are_never_confused() -> None:
+    torch.manual_seed(0)
+    model = FreesThenReallocates().eval()
+    # many sizes: the allocator hands the freed block back for some of them (64 and 256 did when written)
+    for size in range(16, 400, 16):
+        x = torch.randn(1, 3, size, size)
+        rec = record_layers(model, x)
+        with torch.no_grad():
+            a = model.a(x)[0]
+            b = model.b(torch.relu(model.a(x)) * 0 + 1)[0]
+        assert torch.allclose(rec.outputs["a"].float(), a, atol=1e-2), size
+        assert torch.allclose(rec.outputs["b"].float(), b, atol=1e-2), size
+
+
+def test_records_the_shared_channels_last_model_correctly() -> None:
+    model = small_net().to(memory_format=torch.channels_last)
+    x = torch.randn(1, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    rec = record_layers(model, x)
+    with torch.no_grad():
+        expected = model[0](x)[0]
+    assert torch.allclose(rec.outputs["0"].float(), expected, atol=1e-2)
+    assert normalise_channels(rec.outputs["0"]).shape == (4, 16, 16)
