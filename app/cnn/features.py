@@ -195,21 +195,21 @@ def tile_grid(tiles: np.ndarray, order: Sequence[int], max_side: int = 1600, min
     gap = 1
     natural = max(tiles.shape[1], tiles.shape[2], min_tile)
     tile = max(2, min(natural, (max_side - gap * (columns - 1)) // columns))
-    rgb = tiles.ndim == 4
-    canvas = np.full((rows * (tile + gap) - gap, columns * (tile + gap) - gap, 3), 255, dtype=np.uint8)
     h, w = tiles.shape[1], tiles.shape[2]
     ys = (np.arange(tile) * h // tile).clip(0, h - 1)
     xs = (np.arange(tile) * w // tile).clip(0, w - 1)
-    for cell, channel in enumerate(order):
-        r, c = divmod(cell, columns)
-        data = tiles[channel][ys][:, xs]
-        if data.dtype != np.uint8:
-            data = (np.clip(data, 0, 1) * 255).round().astype(np.uint8)
-        if not rgb:
-            data = np.repeat(data[..., None], 3, axis=2)
-        y0, x0 = r * (tile + gap), c * (tile + gap)
-        canvas[y0 : y0 + tile, x0 : x0 + tile] = data
-    return Grid(Image.fromarray(canvas, "RGB"), columns, rows, tile, gap, list(order))
+    cells = tiles[np.asarray(order, dtype=int)][:, ys][:, :, xs]  # (N, tile, tile) or (N, tile, tile, 3)
+    if cells.dtype != np.uint8:
+        cells = (np.clip(cells, 0, 1) * 255).round().astype(np.uint8)
+    if cells.ndim == 3:
+        cells = np.repeat(cells[..., None], 3, axis=3)
+    padded = np.full((rows * columns, tile, tile, 3), 255, dtype=np.uint8)  # empty cells stay white
+    padded[:count] = cells
+    canvas = np.full((rows, tile + gap, columns, tile + gap, 3), 255, dtype=np.uint8)
+    canvas[:, :tile, :, :tile] = padded.reshape(rows, columns, tile, tile, 3).transpose(0, 2, 1, 3, 4)
+    height, width = rows * (tile + gap), columns * (tile + gap)
+    canvas = canvas.reshape(height, width, 3)[: height - gap, : width - gap]  # no gap after the last cell
+    return Grid(Image.fromarray(np.ascontiguousarray(canvas), "RGB"), columns, rows, tile, gap, list(order))
 
 
 @dataclass(frozen=True)
