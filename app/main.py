@@ -13,12 +13,14 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
-from app.api import classify, convolve, health, images, models
+from app.api import classify, convolve, explore, health, images, models
 from app.core.config import REPO_ROOT, Settings, get_settings
 from app.core.errors import ConvScopeError, install_error_handlers
 from app.core.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from app.pages import explore as explore_page
 from app.pages import playground as playground_page
 from app.pages import routes as pages
+from app.services.explorer import Explorer
 from app.services.image_store import ImageStore
 from app.services.model_store import ModelStore
 
@@ -40,7 +42,7 @@ def configure_torch(settings: Settings) -> None:
 
 def api_router() -> APIRouter:
     router = APIRouter(prefix="/api")
-    for module in (health, images, models, classify, convolve):
+    for module in (health, images, models, classify, explore, convolve):
         router.include_router(module.router)
     return router
 
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure_torch(settings)
         app.state.model_store = ModelStore(settings)
         app.state.image_store = ImageStore(settings)
+        app.state.explorer = Explorer(settings, app.state.model_store)
         if settings.preload:
             try:
                 await run_in_threadpool(app.state.model_store.get, settings.default_model)
@@ -69,5 +72,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=REPO_ROOT / "static"), name="static")
     app.include_router(api_router())
     app.include_router(pages.router)
+    app.include_router(explore_page.router)
     app.include_router(playground_page.router)
     return app

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     convolve_max_layers: int = Field(12, ge=1, le=64)
     # Playground: a rendered layer picture with more pixels than this is scaled down to fit.
     convolve_max_render_pixels: int = Field(4_194_304, ge=1024)
+    # Layer recordings kept for the explore page, per (image, model), least recently used dropped first.
+    # EfficientNet-Lite0 needs about 40 MB per image (every layer's output in float16).
+    explore_cache_bytes: int = Field(268_435_456, ge=0)
     default_model: str = "efficientnet_lite0"
     # Load the default model at start-up rather than on first use.
     preload: bool = True
