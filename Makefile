@@ -12,7 +12,6 @@ PYTEST_ARGS ?=
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 
 $(VENV)/.torch: | $(PY)
 	$(PY) -m pip install -q $(TORCH_PINS)
@@ -45,6 +44,7 @@ lint: install-dev
 
 bench: install-dev
 	$(PY) bench/classify.py
+	$(PY) bench/playground.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -13,13 +13,16 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
-from app.api import classify, datasets, finetune, health, images, models
+from app.api import classify, convolve, datasets, explore, finetune, health, images, models
 from app.core.config import REPO_ROOT, Settings, get_settings
 from app.core.errors import ConvScopeError, install_error_handlers
 from app.core.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from app.pages import explore as explore_page
+from app.pages import playground as playground_page
 from app.pages import routes as pages
 from app.pages import transfer as transfer_page
 from app.services.datasets import DatasetStore
+from app.services.explorer import Explorer
 from app.services.image_store import ImageStore
 from app.services.jobs import JobManager
 from app.services.model_store import ModelStore
@@ -44,7 +47,7 @@ def configure_torch(settings: Settings) -> None:
 
 def api_router() -> APIRouter:
     router = APIRouter(prefix="/api")
-    for module in (health, images, models, classify, datasets, finetune):
+    for module in (health, images, models, classify, explore, convolve, datasets, finetune):
         router.include_router(module.router)
     return router
 
@@ -57,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure_torch(settings)
         app.state.model_store = ModelStore(settings)
         app.state.image_store = ImageStore(settings)
+        app.state.explorer = Explorer(settings, app.state.model_store)
         registry = Registry(settings.data_dir / "convscope.sqlite3")
         app.state.datasets = DatasetStore(settings, registry)
         app.state.trained_models = TrainedModels(settings, registry, app.state.model_store)
@@ -87,5 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=REPO_ROOT / "static"), name="static")
     app.include_router(api_router())
     app.include_router(pages.router)
+    app.include_router(explore_page.router)
+    app.include_router(playground_page.router)
     app.include_router(transfer_page.router)
     return app

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from app.api.deps import ImageStoreDep, ModelStoreDep, SettingsDep
-from app.core.errors import InvalidParameter, UnsupportedMediaType
+from app.core.errors import BodyTooLarge, InvalidParameter, UnsupportedMediaType
 from app.services.classification import Classification, classify_images, classify_uploads
 
 router = APIRouter(tags=["classify"])
@@ -92,6 +92,8 @@ async def parse_classify_input(request: Request, settings: SettingsDep) -> Class
         )
     try:
         form = await request.form(max_files=settings.max_batch, max_fields=16)
+    except BodyTooLarge:
+        raise
     except Exception as exc:  # starlette raises MultiPartException / HTTPException with a reason
         raise InvalidParameter(f"the multipart body could not be read: {getattr(exc, 'detail', exc)}") from exc
     single, batch = form.getlist("file"), form.getlist("files")

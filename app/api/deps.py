@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from app.core.config import Settings
 from app.services.datasets import DatasetStore
+from app.services.explorer import Explorer
 from app.services.image_store import ImageStore
 from app.services.jobs import JobManager
 from app.services.model_store import ModelStore
@@ -26,9 +27,14 @@ def get_image_store(request: Request) -> ImageStore:
     return request.app.state.image_store  # type: ignore[no-any-return]
 
 
+def get_explorer(request: Request) -> Explorer:
+    return request.app.state.explorer  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 ModelStoreDep = Annotated[ModelStore, Depends(get_model_store)]
 ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
+ExplorerDep = Annotated[Explorer, Depends(get_explorer)]
 
 
 def get_datasets(request: Request) -> DatasetStore:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, Response, UploadFile
 from pydantic import BaseModel
@@ -10,7 +10,7 @@ from app.core.images import encode_png
 
 router = APIRouter(tags=["images"])
 
-PNG = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
+PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
 
 
 class ImageCreated(BaseModel):

@@ -38,6 +38,20 @@ class Settings(BaseSettings):
     # Uploaded images kept in memory (least recently used are dropped first).
     image_cache_items: int = Field(64, ge=1)
     image_cache_bytes: int = Field(1_000_000_000, ge=1)
+    # Playground: an image's longest side is scaled down to this before it is convolved.
+    convolve_max_side: int = Field(2048, ge=16, le=8192)
+    # Playground: the largest layer output, channels x height x width; a pipeline exceeding it is a 422.
+    convolve_max_values: int = Field(16_777_216, ge=1)
+    # Playground: the work one pipeline may cost, in multiply-adds (a 31×31 kernel on a 2048² RGB photo is
+    # 12e9, about a second on two cores); more is a 422, so no request runs for minutes.
+    convolve_max_multiply_adds: int = Field(20_000_000_000, ge=1)
+    # Playground: layers in one pipeline.
+    convolve_max_layers: int = Field(12, ge=1, le=64)
+    # Playground: a rendered layer picture with more pixels than this is scaled down to fit.
+    convolve_max_render_pixels: int = Field(4_194_304, ge=1024)
+    # Layer recordings kept for the explore page, per (image, model), least recently used dropped first.
+    # EfficientNet-Lite0 needs about 40 MB per image (every layer's output in float16).
+    explore_cache_bytes: int = Field(268_435_456, ge=0)
     default_model: str = "efficientnet_lite0"
     # Load the default model at start-up rather than on first use.
     preload: bool = True

@@ -55,6 +55,15 @@ class Conflict(ConvScopeError):
     status, slug = 409, "conflict"
 
 
+class BodyTooLarge(StarletteHTTPException):
+    """Raised while a request body streams in; an HTTPException so that FastAPI's body parsing passes it on."""
+
+    slug = "payload-too-large"
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"the request body is larger than the limit of {max_bytes:,} bytes.")
+
+
 def problem_body(status: int, detail: str, instance: str, slug: str | None = None, **extra: Any) -> dict[str, Any]:
     return {
         "type": f"/problems/{slug}" if slug else "about:blank",
@@ -92,7 +101,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    response = problem(exc.status_code, str(exc.detail), request.url.path)
+    response = problem(exc.status_code, str(exc.detail), request.url.path, getattr(exc, "slug", None))
     for key, value in (exc.headers or {}).items():
         response.headers[key] = value
     return response

@@ -47,6 +47,11 @@ def _human(n: int) -> str:
     return f"{n / 1_000_000:.1f} MB" if n >= 1_000_000 else f"{n} bytes"
 
 
+def _broken(exc: BaseException, fmt: str = "") -> str:
+    kind = "truncated" if "truncat" in str(exc).lower() else "corrupt"
+    return f"a {kind} {fmt}".rstrip()
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     mode = image.mode
     if mode == "RGB":
@@ -84,13 +89,13 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, what: str = "f
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PayloadTooLarge(f"{what} declares too many pixels ({exc}); the limit is {max_pixels:,}.") from exc
     except UnidentifiedImageError as exc:
         raise UnsupportedMediaType(f"{what} is not an image this server can read; send {ACCEPTED}.") from exc
     except (OSError, ValueError, SyntaxError) as exc:
-        raise InvalidParameter(f"{what} has a corrupt image header: {exc}.") from exc
+        raise InvalidParameter(f"{what} is {_broken(exc)} image (in its header): {exc}.") from exc
 
     fmt = FORMATS.get(image.format or "")
     if fmt is None:
@@ -109,8 +114,7 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, what: str = "f
         image = ImageOps.exif_transpose(image) or image
         rgb = _to_rgb(image)
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
-        reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
-        raise InvalidParameter(f"{what} is a {reason} {fmt} image: {exc}.") from exc
+        raise InvalidParameter(f"{what} is {_broken(exc, fmt)} image: {exc}.") from exc
     rgb.load()
     return DecodedImage(image=rgb, format=fmt, source_mode=source_mode)
 

@@ -6,10 +6,9 @@ import json
 import logging
 import time
 
-from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import PROBLEM_JSON, problem_body
+from app.core.errors import PROBLEM_JSON, BodyTooLarge, problem_body
 
 log = logging.getLogger("convscope.requests")
 
@@ -25,10 +24,10 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        detail = f"the request body is larger than the limit of {self.max_bytes:,} bytes."
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await _send_problem(send, 413, detail, scope["path"])
+            too_large = BodyTooLarge(self.max_bytes)
+            await _send_problem(send, too_large.status_code, too_large.detail, scope["path"], too_large.slug)
             return
         received = 0
 
@@ -39,14 +38,14 @@ class BodyLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     # FastAPI passes HTTPException through body parsing; the app's handler makes it problem+json.
-                    raise HTTPException(413, detail)
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         await self.app(scope, limited, send)
 
 
-async def _send_problem(send: Send, status: int, detail: str, instance: str) -> None:
-    body = json.dumps(problem_body(status, detail, instance, "payload-too-large")).encode()
+async def _send_problem(send: Send, status: int, detail: str, instance: str, slug: str) -> None:
+    body = json.dumps(problem_body(status, detail, instance, slug)).encode()
     headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode()),
                (b"connection", b"close")]
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -18,6 +18,8 @@ def classify_page(request: Request, settings: SettingsDep, store: ModelStoreDep,
             "title": s.title,
             "available": store.weights_status(s.name).available,
             "size": f"{s.preprocessing.crop_size}×{s.preprocessing.crop_size}",
+            "summary": f"{s.num_params / 1e6:.1f}M parameters · input 3×{s.preprocessing.crop_size}×"
+            f"{s.preprocessing.crop_size} · {s.num_classes} classes",
         }
         for s in store.specs()
     ]

@@ -97,4 +97,13 @@ for (const button of document.querySelectorAll("button.sample")) {
     classify();
   });
 }
-modelSelect.addEventListener("change", classify);
+function describeModel() {
+  const option = modelSelect.selectedOptions[0];
+  $("model-summary").textContent = option ? option.dataset.summary : "";
+}
+
+modelSelect.addEventListener("change", () => {
+  describeModel();
+  classify();
+});
+describeModel();

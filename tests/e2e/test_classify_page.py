@@ -56,3 +56,26 @@ def test_drop_an_image_on_the_drop_zone(page) -> None:
     first = page.locator("#predictions li .label").first
     first.wait_for(timeout=30_000)
     assert first.inner_text() == "espresso"
+
+
+def test_paste_an_image_and_switch_models(page) -> None:
+    page.goto("/")
+    # models without weights are listed but cannot be chosen
+    assert page.locator("#model-select option[value='resnet18']").is_disabled()
+    assert page.locator("#model-summary").inner_text() == "4.7M parameters · input 3×224×224 · 1000 classes"
+    assert "weights not available" in page.locator("#model-select option[value='resnet18']").inner_text()
+    data = (SAMPLES / "cat.jpg").read_bytes()
+    page.evaluate(
+        """(bytes) => {
+            const file = new File([new Uint8Array(bytes)], "pasted.jpg", { type: "image/jpeg" });
+            const transfer = new DataTransfer();
+            transfer.items.add(file);
+            document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: transfer, bubbles: true }));
+        }""",
+        list(data),
+    )
+    first = page.locator("#predictions li .label").first
+    first.wait_for(timeout=30_000)
+    assert first.inner_text() in {"tabby", "tiger cat", "Egyptian cat"}
+    assert page.locator("#original-size").inner_text() == "(451×300)"
+    assert "efficientnet_lite0" in page.locator("#timings").inner_text()

@@ -1,0 +1,28 @@
+"""The convolution playground page; its limits come from the same constants the API validates with."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from app.api.deps import ImageStoreDep, SettingsDep
+from app.cnn import conv
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/playground", response_class=HTMLResponse)
+def playground_page(request: Request, settings: SettingsDep, images: ImageStoreDep) -> HTMLResponse:
+    return request.app.state.templates.TemplateResponse(  # type: ignore[no-any-return]
+        request,
+        "playground.html",
+        {
+            "page": "playground",
+            "samples": list(images.samples.values()),
+            "max_upload_mb": settings.max_upload_bytes / 1_000_000,
+            "max_kernel": conv.MAX_KERNEL,
+            "max_stride": conv.MAX_STRIDE,
+            "max_dilation": conv.MAX_DILATION,
+            "max_layers": settings.convolve_max_layers,
+        },
+    )
