@@ -202,9 +202,7 @@ def test_registered_model_classifies_and_is_listed(client: TestClient, trained: 
     info = models["faces-fe"]
     assert info["family"] == "finetuned" and info["num_classes"] == 2
     assert info["weights"]["source"] == "checkpoint" and info["weights"]["available"]
-    result = client.post(
-        "/api/classify", json={"sample": "astronaut", "model": "faces-fe", "top_k": 5}
-    ).json()
+    result = client.post("/api/classify", json={"sample": "astronaut", "model": "faces-fe", "top_k": 5}).json()
     assert [p["label"] for p in result["predictions"]] in (["face", "not_face"], ["not_face", "face"])
     assert abs(sum(p["probability"] for p in result["predictions"]) - 1) < 1e-5
     detail = client.get("/api/finetuned/faces-fe").json()
@@ -284,9 +282,7 @@ def test_cancel_a_running_job_and_dataset_in_use(client: TestClient, faces: dict
     while client.get(f"/api/finetune/{job_id}").json()["phase"] != "training" and time.monotonic() < deadline:
         time.sleep(0.2)
     # one job at a time: a second one waits in the queue, and cancelling it there is immediate
-    waiting = client.post(
-        "/api/finetune", json={"dataset_id": faces["dataset_id"], "name": "never-run"}
-    ).json()
+    waiting = client.post("/api/finetune", json={"dataset_id": faces["dataset_id"], "name": "never-run"}).json()
     assert client.get(f"/api/finetune/{waiting['job_id']}").json()["status"] == "queued"
     dropped = client.delete(f"/api/finetune/{waiting['job_id']}").json()
     assert (dropped["status"], dropped["phase"], dropped["model"]) == ("cancelled", "cancelled", None)
@@ -323,9 +319,7 @@ def test_bad_job_requests(
     client: TestClient, faces: dict[str, Any], changes: dict[str, Any], status: int, fragment: str
 ) -> None:
     before = len(client.get("/api/finetune").json())
-    problem(
-        client.post("/api/finetune", json={"dataset_id": faces["dataset_id"], **changes}), status, fragment
-    )
+    problem(client.post("/api/finetune", json={"dataset_id": faces["dataset_id"], **changes}), status, fragment)
     assert len(client.get("/api/finetune").json()) == before
 
 
@@ -355,3 +349,14 @@ def test_restart_keeps_models_and_interrupts_running_jobs(
         assert result.status_code == 200
         assert {p["label"] for p in result.json()["predictions"]} == {"face", "not_face"}
         assert fresh.get(f"/api/finetune/{trained['job_id']}").json()["status"] == "succeeded"
+
+
+def test_registered_model_works_in_feature_maps_and_explanations(client: TestClient, trained: dict[str, Any]) -> None:
+    features = client.post("/api/features", json={"sample": "cat", "model": "faces-fe"})
+    assert features.status_code == 200, features.text
+    assert features.json()["model"] == "faces-fe"
+    explanation = client.post("/api/explain", json={"sample": "astronaut", "model": "faces-fe", "target": 1})
+    assert explanation.status_code == 200, explanation.text
+    body = explanation.json()
+    assert (body["model"], body["target"], body["label"]) == ("faces-fe", 1, "not_face")
+    problem(client.post("/api/explain", json={"sample": "cat", "model": "faces-fe", "target": 2}), 422)
