@@ -123,8 +123,10 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def live_server(settings: Settings) -> Iterator[LiveServer]:
-    with LiveServer(create_app(settings)) as server:
+def live_server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    # its own data dir: a second app on the same SQLite file would mark the first one's running jobs interrupted
+    live_settings = settings.model_copy(update={"data_dir": tmp_path_factory.mktemp("live-data")})
+    with LiveServer(create_app(live_settings)) as server:
         yield server
 
 

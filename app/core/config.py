@@ -79,8 +79,8 @@ class Settings(BaseSettings):
 
     @property
     def max_request_bytes(self) -> int:
-        """Largest request body accepted: a full batch of maximal files plus multipart overhead."""
-        return self.max_upload_bytes * self.max_batch + 1_000_000
+        """Largest request body accepted: a full batch of maximal images, or a dataset zip, plus multipart overhead."""
+        return max(self.max_upload_bytes * self.max_batch, self.dataset_max_zip_bytes) + 1_000_000
 
     def resolved_torch_threads(self) -> int:
         return self.torch_threads or (os.cpu_count() or 1)

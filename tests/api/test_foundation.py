@@ -130,7 +130,7 @@ def small_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClien
     """An app with tiny limits and a route that fails unexpectedly."""
     root: Path = tmp_path_factory.mktemp("small")
     app = create_app(Settings(data_dir=root, models_dir=root, max_upload_bytes=2000, max_pixels=10_000,
-                              max_batch=2, preload=False))
+                              max_batch=2, dataset_max_zip_bytes=1000, preload=False))
     broken = APIRouter()
 
     @broken.get("/api/broken")
@@ -212,3 +212,8 @@ def test_cuda_gives_the_same_classes_as_the_cpu(tmp_path: Path) -> None:
     assert [p.index for p in results["cpu"]] == [p.index for p in results["cuda"]]
     for a, b in zip(results["cpu"], results["cuda"], strict=True):
         assert a.probability == pytest.approx(b.probability, abs=1e-3)
+
+
+def test_the_body_limit_admits_a_full_batch_or_a_dataset_zip() -> None:
+    assert Settings(max_upload_bytes=10, max_batch=3, dataset_max_zip_bytes=5).max_request_bytes == 1_000_030
+    assert Settings(max_upload_bytes=10, max_batch=3, dataset_max_zip_bytes=5000).max_request_bytes == 1_005_000

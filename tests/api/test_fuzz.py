@@ -17,7 +17,7 @@ from app.main import create_app
 
 pytestmark = pytest.mark.slow
 
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = 100
 
 
 # Built at import (schemathesis parametrizes at collection); the heavy lifespan runs on the first call.
