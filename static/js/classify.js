@@ -50,7 +50,9 @@ function renderPredictions(result) {
     }),
   );
   const t = result.timings_ms;
-  $("timings").textContent = `${result.model}: preprocessing ${t.preprocess} ms, forward pass ${t.forward} ms`;
+  const shared = t.forward_batch > 1 ? ` (shared with ${t.forward_batch - 1} other images)` : "";
+  $("timings").textContent =
+    `${result.model}: preprocessing ${t.preprocess} ms, forward pass ${t.queue_and_forward} ms${shared}`;
   const option = modelSelect.selectedOptions[0];
   $("input-size").textContent = option ? option.dataset.size || "" : "";
 }

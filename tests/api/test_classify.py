@@ -14,7 +14,7 @@ from app.cnn.classify import predict_proba, top_k
 from tests.api.problems import assert_problem
 from tests.conftest import SAMPLES, sample_bytes
 
-TIMINGS = {"preprocess", "queue", "forward", "total"}
+TIMINGS = {"preprocess", "queue_and_forward", "forward_batch", "total"}
 
 
 def expected_predictions(client: TestClient, sample: str, k: int) -> list[dict[str, Any]]:
@@ -65,7 +65,8 @@ def test_a_batch_is_one_forward_pass_with_the_same_answers(client: TestClient) -
     for item, name in zip(body, ("cat", "coffee", "flower"), strict=True):
         assert item["predictions"] == expected_predictions(client, name, 3)
     # one forward pass: every item carries the same batch timings
-    assert len({item["timings_ms"]["forward"] for item in body}) == 1
+    assert {item["timings_ms"]["forward_batch"] for item in body} == {3}
+    assert len({item["timings_ms"]["queue_and_forward"] for item in body}) == 1
 
 
 def test_top_k_above_the_number_of_classes_is_clamped(client: TestClient) -> None:
