@@ -17,9 +17,9 @@ from app.api import classify, convolve, datasets, explore, finetune, health, ima
 from app.core.config import REPO_ROOT, Settings, get_settings
 from app.core.errors import ConvScopeError, install_error_handlers
 from app.core.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from app.pages import classify as classify_page
 from app.pages import explore as explore_page
 from app.pages import playground as playground_page
-from app.pages import routes as pages
 from app.pages import transfer as transfer_page
 from app.services.datasets import DatasetStore
 from app.services.explorer import Explorer
@@ -90,8 +90,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestLogMiddleware)
     app.mount("/static", StaticFiles(directory=REPO_ROOT / "static"), name="static")
     app.include_router(api_router())
-    app.include_router(pages.router)
-    app.include_router(explore_page.router)
-    app.include_router(playground_page.router)
-    app.include_router(transfer_page.router)
+    for page in (classify_page, playground_page, explore_page, transfer_page):
+        app.include_router(page.router)
     return app

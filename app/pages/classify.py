@@ -1,4 +1,4 @@
-"""HTML pages: each builds a context from the services and renders one template."""
+"""Page "/": classify a photo. Like every page module: build a context from the services, render one template."""
 
 from __future__ import annotations
 
