@@ -45,6 +45,8 @@ lint: install-dev
 bench: install-dev
 	$(PY) bench/classify.py
 	$(PY) bench/playground.py
+	$(PY) bench/explore.py
+	$(PY) bench/finetune.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
