@@ -53,9 +53,20 @@ class Preprocessing:
     std: tuple[float, float, float]
 
     def view(self, image: Image.Image) -> Image.Image:
-        """The RGB picture the network is shown: resized and cropped, before normalisation."""
-        mode = InterpolationMode(self.interpolation)
-        return T.CenterCrop(self.crop_size)(T.Resize(self.resize_size, interpolation=mode, antialias=True)(image))
+        """The RGB picture the network is shown: resized and cropped, before normalisation.
+
+        The same pixels as torchvision's ``Resize(resize_size)`` then ``CenterCrop(crop_size)``, but only the crop
+        box is resampled: resizing a 1x10000 strip first would make a 256x2560000 picture on the way.
+        """
+        width, height = image.size
+        new_long = int(self.resize_size * max(width, height) / min(width, height))  # as torchvision rounds
+        new_w, new_h = (self.resize_size, new_long) if width <= height else (new_long, self.resize_size)
+        crop = self.crop_size
+        top, left = int(round((new_h - crop) / 2.0)), int(round((new_w - crop) / 2.0))
+        sx, sy = width / new_w, height / new_h
+        box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)  # the crop, in source pixels
+        resample = Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR
+        return image.resize((crop, crop), resample, box=box)
 
     def to_tensor(self, image: Image.Image) -> torch.Tensor:
         """The normalised input tensor, ``(3, crop, crop)``."""

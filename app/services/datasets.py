@@ -106,9 +106,10 @@ def unpack_zip(data: bytes, settings: Settings) -> Unpacked:
             folders.add("/".join(parts))
         else:
             entries.append((info, parts))
-    # One folder wrapping the class folders (zipping "flowers/" gives flowers/daisy/1.jpg) is stripped.
+    # One folder wrapping the class folders (zipping "flowers/" gives flowers/daisy/1.jpg) is stripped; loose
+    # files beside the class folders in it (a README, say) are then skipped like any file outside a class.
     tops = {parts[0] for _, parts in entries} | {f.split("/")[0] for f in folders}
-    wrapped = len(tops) == 1 and all(len(parts) >= 3 for _, parts in entries) and bool(entries)
+    wrapped = len(tops) == 1 and any(len(parts) >= 3 for _, parts in entries)
     depth = 1 if wrapped else 0
     class_names = {parts[depth] for _, parts in entries if len(parts) > depth + 1}
     class_names |= {f.split("/")[depth] for f in folders if len(f.split("/")) > depth}

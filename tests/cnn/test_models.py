@@ -142,3 +142,36 @@ def test_view_is_deterministic_and_uses_the_centre() -> None:
     view = np.asarray(pre.view(Image.fromarray(array)))
     assert view.shape == (224, 224, 3)
     assert view[:, :100].max() < 10 and view[:, 124:].min() > 245
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet50"])
+def test_view_matches_torchvision_resize_then_center_crop(name: str) -> None:
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import v2 as T
+
+    pre = default_zoo()[name].preprocessing
+    reference = T.Compose([
+        T.Resize(pre.resize_size, interpolation=InterpolationMode(pre.interpolation), antialias=True),
+        T.CenterCrop(pre.crop_size),
+    ])
+    for sample in ("cat", "coffee", "rocket", "astronaut"):
+        image = Image.open(SAMPLES / f"{sample}.jpg").convert("RGB")
+        ours, theirs = np.asarray(pre.view(image), dtype=int), np.asarray(reference(image), dtype=int)
+        assert ours.shape == theirs.shape == (pre.crop_size, pre.crop_size, 3)
+        assert np.abs(ours - theirs).max() <= 1  # rounding at the crop's edge, nothing more
+
+
+def test_a_thin_strip_is_never_resized_to_a_giant_picture(monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes: list[tuple[int, int]] = []
+    resize = Image.Image.resize
+
+    def recording(self: Image.Image, size: tuple[int, int], *args: object, **kwargs: object) -> Image.Image:
+        sizes.append(tuple(size))  # type: ignore[arg-type]
+        return resize(self, size, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image.Image, "resize", recording)
+    strip = Image.new("RGB", (1, 10_000), (40, 80, 120))
+    view = efficientnet_lite0_spec().preprocessing.view(strip)
+    assert view.size == (224, 224)
+    assert np.asarray(view)[100, 100].tolist() == [40, 80, 120]
+    assert max(w * h for w, h in sizes) <= 224 * 224  # the old path made 256 x 2,560,000 on the way

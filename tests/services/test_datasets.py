@@ -71,6 +71,14 @@ def test_files_outside_class_folders_are_skipped(settings: Settings, png: bytes)
     assert out.skipped == [{"file": "readme.png", "reason": "not inside a class folder"}]
 
 
+def test_a_wrapper_folder_with_a_loose_file_is_still_stripped(settings: Settings, png: bytes) -> None:
+    entries = {f"top/{c}/{i}.png": png for c in ("a", "b") for i in range(2)}
+    out = unpack_zip(make_zip({**entries, "top/README.txt": b"about this set"}), settings)
+    assert out.classes == ["a", "b"]
+    assert len(out.items) == 4
+    assert out.skipped == [{"file": "top/README.txt", "reason": "not inside a class folder"}]
+
+
 @pytest.mark.parametrize(
     "evil", ["../evil/x.png", "a/../../x.png", "/etc/x.png", "C:/x.png", "a\\..\\..\\x.png"]
 )
