@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The pair of wheels that installs from this machine's disk; pyproject admits a range.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
-HOST ?= 127.0.0.1
-PORT ?= 8000
+# Empty: convscope serve reads CONVSCOPE_HOST / CONVSCOPE_PORT (default 127.0.0.1:8000).
+HOST ?=
+PORT ?=
 PYTEST_ARGS ?=
 
 .PHONY: run test install install-dev lint bench clean
@@ -29,7 +30,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 run: install
-	$(VENV)/bin/convscope serve --host $(HOST) --port $(PORT)
+	$(VENV)/bin/convscope serve $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 # pytest exits 5 when a selection (PYTEST_ARGS="-m gpu", say) collects no test: that is not a failure.
 test: install-dev

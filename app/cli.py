@@ -49,7 +49,7 @@ def _classify(args: argparse.Namespace) -> int:
     if args.json:
         out = [
             {"image": name, "model": r.model, "predictions": [p.__dict__ for p in r.predictions],
-             "timings_ms": r.timings_ms}
+             "timings_ms": r.timings_ms, "forward_batch": r.forward_batch}
             for (name, _), r in zip(uploads, results, strict=True)
         ]
         print(json.dumps(out, indent=2))

@@ -37,7 +37,8 @@ class ClassificationOut(BaseModel):
     model: str
     image: str  # the file name, image_id or sample that was classified
     predictions: list[PredictionOut]
-    timings_ms: dict[str, float]
+    timings_ms: dict[str, float]  # preprocess, queue_and_forward, total (and decode for uploads)
+    forward_batch: int  # images in the forward pass that served this request (concurrent ones share it)
 
 
 MULTIPART_SCHEMA = {
@@ -123,6 +124,7 @@ def _out(result: Classification, image: str) -> ClassificationOut:
         predictions=[PredictionOut(index=p.index, label=p.label, probability=p.probability)
                      for p in result.predictions],
         timings_ms=result.timings_ms,
+        forward_batch=result.forward_batch,
     )
 
 

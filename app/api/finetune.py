@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import JobManagerDep, SettingsDep, TrainedModelsDep
 from app.services.jobs import TERMINAL, JobManager, JobRequest
@@ -22,6 +22,8 @@ SSE_KEEPALIVE_S = 15.0
 
 
 class FinetuneRequest(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)  # 'NaN' is no learning rate: say so, not 'must be <= 1'
+
     dataset_id: str = Field(max_length=64, description="from POST /api/datasets or /api/datasets/demo")
     base_model: str = Field(
         "efficientnet_lite0", max_length=64, description="a timm model of GET /api/models"

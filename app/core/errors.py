@@ -8,6 +8,7 @@ logged and answered with a 500 that reveals no internals.
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -81,8 +82,13 @@ def problem(status: int, detail: str, instance: str, slug: str | None = None, **
 
 
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "form")]
+    """``layers.0.kernel`` from pydantic's location, without its internal steps (``constrained-int``,
+    ``list[list[float]]``, ``function-after[...]``) that name no field."""
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "form") and not _INTERNAL.search(str(p))]
     return ".".join(parts) or "request"
+
+
+_INTERNAL = re.compile(r"[\[\]-]")
 
 
 async def _convscope_error(request: Request, exc: Exception) -> JSONResponse:
@@ -92,8 +98,16 @@ async def _convscope_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    whole_body = any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors())
+    if whole_body and content_type and not content_type.endswith("json"):
+        # FastAPI only parses JSON bodies sent as JSON: say so rather than "Input should be a valid dictionary"
+        detail = f"send the body as application/json, not {content_type}."
+        return problem(415, detail, request.url.path, "unsupported-media-type")
     errors = [
-        {"field": _location(e.get("loc", ())), "message": str(e.get("msg", ""))} for e in exc.errors()
+        {"field": "body" if e.get("type") == "json_invalid" else _location(e.get("loc", ())),
+         "message": str(e.get("msg", ""))}
+        for e in exc.errors()
     ]
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
     return problem(422, detail, request.url.path, "invalid-parameter", errors=errors)

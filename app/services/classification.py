@@ -19,6 +19,7 @@ class Classification:
     model: str
     predictions: list[Prediction]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    forward_batch: int = 1  # images in the forward pass that served it (concurrent requests share one)
 
 
 def classify_images(
@@ -27,7 +28,7 @@ def classify_images(
     """Classify several images in one forward pass. ``k`` is clamped to the number of classes.
 
     ``timings_ms`` holds the milliseconds spent preprocessing, waiting for and running the forward pass, and in
-    all, and ``forward_batch``: how many images (this request's and others') that forward pass held.
+    all; ``forward_batch`` how many images (this request's and others') that forward pass held.
     """
     loaded = store.get(model)
     start = time.perf_counter()
@@ -41,10 +42,9 @@ def classify_images(
     timings = {
         "preprocess": round((preprocessed - start) * 1000, 2),
         "queue_and_forward": round((forwarded - preprocessed) * 1000, 2),
-        "forward_batch": merged,
         "total": round((time.perf_counter() - start) * 1000, 2),
     }
-    return [Classification(model, row, dict(timings)) for row in rows]
+    return [Classification(model, row, dict(timings), merged) for row in rows]
 
 
 def classify_uploads(

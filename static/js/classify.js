@@ -50,7 +50,7 @@ function renderPredictions(result) {
     }),
   );
   const t = result.timings_ms;
-  const shared = t.forward_batch > 1 ? ` (shared with ${t.forward_batch - 1} other images)` : "";
+  const shared = result.forward_batch > 1 ? ` (shared with ${result.forward_batch - 1} other images)` : "";
   $("timings").textContent =
     `${result.model}: preprocessing ${t.preprocess} ms, forward pass ${t.queue_and_forward} ms${shared}`;
   const option = modelSelect.selectedOptions[0];

@@ -217,3 +217,22 @@ def test_cuda_gives_the_same_classes_as_the_cpu(tmp_path: Path) -> None:
 def test_the_body_limit_admits_a_full_batch_or_a_dataset_zip() -> None:
     assert Settings(max_upload_bytes=10, max_batch=3, dataset_max_zip_bytes=5).max_request_bytes == 1_000_030
     assert Settings(max_upload_bytes=10, max_batch=3, dataset_max_zip_bytes=5000).max_request_bytes == 1_005_000
+
+
+def test_json_endpoints_answer_a_wrong_content_type_with_415(client: TestClient) -> None:
+    response = client.post("/api/features", content='{"sample": "cat", "layer": "conv_stem"}',
+                           headers={"content-type": "text/plain"})
+    assert_problem(response, 415, "send the body as application/json, not text/plain.")
+    response = client.post("/api/convolve/steps", content=b"\xff\xfe", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["errors"] == [{"field": "body", "message": "JSON decode error"}]
+
+
+def test_validation_errors_name_fields_without_pydantic_internals(client: TestClient) -> None:
+    layer = {"type": "conv", "preset": "sobel_x", "stride": 0}
+    response = client.post("/api/convolve", json={"sample": "cat", "layers": [layer]})
+    assert response.status_code == 422
+    fields = {e["field"] for e in response.json()["errors"]}
+    assert fields == {"layers.0.conv.stride"}
+    response = client.post("/api/finetune", json={"dataset_id": "x", "lr": "NaN"})
+    assert response.json()["errors"] == [{"field": "lr", "message": "Input should be a finite number"}]
