@@ -65,7 +65,12 @@ class BodyTooLarge(StarletteHTTPException):
         super().__init__(413, f"the request body is larger than the limit of {max_bytes:,} bytes.")
 
 
+MAX_DETAIL = 8000  # a detail quoting a hostile 1 MB name is cut, not echoed whole
+
+
 def problem_body(status: int, detail: str, instance: str, slug: str | None = None, **extra: Any) -> dict[str, Any]:
+    if len(detail) > MAX_DETAIL:
+        detail = detail[:MAX_DETAIL] + "… (cut)"
     return {
         "type": f"/problems/{slug}" if slug else "about:blank",
         "title": HTTPStatus(status).phrase,

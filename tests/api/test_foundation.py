@@ -236,3 +236,11 @@ def test_validation_errors_name_fields_without_pydantic_internals(client: TestCl
     assert fields == {"layers.0.conv.stride"}
     response = client.post("/api/finetune", json={"dataset_id": "x", "lr": "NaN"})
     assert response.json()["errors"] == [{"field": "lr", "message": "Input should be a finite number"}]
+
+
+def test_a_huge_bad_name_is_not_echoed_whole(client: TestClient) -> None:
+    response = client.post("/api/classify", json={"sample": "x" * 200_000})
+    assert response.status_code == 404
+    detail = response.json()["detail"]
+    assert detail.startswith("unknown sample 'xxx") and detail.endswith("… (cut)")
+    assert len(detail) < 8100
