@@ -89,7 +89,7 @@ def engine_table() -> None:
     print(f"{'image':>6} {'layer':<16} {'engine':>8} {'fastest':>8} {'ratio':>6}  fastest call; others")
     for size in SIZES:
         x = conv.image_tensor(photo(size))  # (1, 3, H, W), channels_last
-        rounds = {512: 60, 1024: 20, 2048: 6}[size]  # short calls need more rounds to find their best
+        rounds = {512: 200, 1024: 40, 2048: 8}[size]  # short calls need more rounds to find their best
         cases: list[tuple[str, conv.Layer]] = [
             (f"conv {k}x{k} s{s}", conv.conv_layer([[1.0 / (k * k)] * k] * k, stride=s, padding=k // 2))
             for k in (3, 7) for s in (1, 2)
