@@ -99,6 +99,11 @@ for (const button of document.querySelectorAll("button.sample")) {
     classify();
   });
 }
+// "/?model=NAME" (the transfer page links here) preselects a model, if it can be chosen
+const wanted = new URLSearchParams(window.location.search).get("model");
+const wantedOption = wanted && [...modelSelect.options].find((o) => o.value === wanted && !o.disabled);
+if (wantedOption) modelSelect.value = wanted;
+
 function describeModel() {
   const option = modelSelect.selectedOptions[0];
   $("model-summary").textContent = option ? option.dataset.summary : "";

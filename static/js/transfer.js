@@ -232,6 +232,7 @@ async function showModel(name) {
   $("download-checkpoint").href = model.downloads.checkpoint;
   $("download-torchscript").href = model.downloads.torchscript;
   $("download-onnx").href = model.downloads.onnx;
+  $("open-classify").href = `/?${new URLSearchParams({ model: model.name })}`;
   $("try-predictions").replaceChildren();
   $("result").hidden = false;
 }

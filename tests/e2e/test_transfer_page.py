@@ -59,6 +59,14 @@ def test_train_on_the_demo_and_use_the_model(page) -> None:
     assert labels == {"face", "not_face"}
     assert page.get_attribute("#download-checkpoint", "href") == "/api/finetuned/browser-faces/checkpoint"
 
+    # the new model is one click away on the classify page, chosen already
+    page.click("#open-classify")
+    page.wait_for_url("**/?model=browser-faces")
+    assert page.locator("#model-select").input_value() == "browser-faces"
+    page.click("button[data-sample='astronaut']")
+    page.locator("#predictions li").nth(1).wait_for(timeout=20_000)
+    assert set(page.locator("#predictions li .label").all_inner_texts()) == {"face", "not_face"}
+
 
 def test_a_bad_zip_shows_a_clear_message(page, tmp_path) -> None:
     bad = tmp_path / "one-class.zip"
