@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from app.api.deps import ImageStoreDep, ModelStoreDep, SettingsDep
+from app.pages.context import model_choices, photo_picker
 
 router = APIRouter(include_in_schema=False)
 
@@ -14,18 +15,13 @@ router = APIRouter(include_in_schema=False)
 def explore_page(
     request: Request, settings: SettingsDep, store: ModelStoreDep, images: ImageStoreDep
 ) -> HTMLResponse:
-    models = [
-        {"name": s.name, "title": s.title, "available": store.weights_status(s.name).available}
-        for s in store.specs()
-    ]
     return request.app.state.templates.TemplateResponse(  # type: ignore[no-any-return]
         request,
         "explore.html",
         {
             "page": "explore",
-            "models": models,
+            "models": model_choices(store),
             "default_model": settings.default_model,
-            "samples": list(images.samples.values()),
-            "max_upload_mb": settings.max_upload_bytes / 1_000_000,
+            **photo_picker(settings, images),
         },
     )

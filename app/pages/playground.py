@@ -7,6 +7,7 @@ from fastapi.responses import HTMLResponse
 
 from app.api.deps import ImageStoreDep, SettingsDep
 from app.cnn import conv
+from app.pages.context import photo_picker
 
 router = APIRouter(include_in_schema=False)
 
@@ -18,8 +19,7 @@ def playground_page(request: Request, settings: SettingsDep, images: ImageStoreD
         "playground.html",
         {
             "page": "playground",
-            "samples": list(images.samples.values()),
-            "max_upload_mb": settings.max_upload_bytes / 1_000_000,
+            **photo_picker(settings, images),
             "max_kernel": conv.MAX_KERNEL,
             "max_stride": conv.MAX_STRIDE,
             "max_dilation": conv.MAX_DILATION,

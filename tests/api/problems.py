@@ -22,3 +22,14 @@ def assert_problem(response: Any, status: int, detail: str, **extra: Any) -> Non
     body.pop("errors", None)
     expected = {**problem(status, detail, response.request.url.path), **extra}
     assert body == expected
+
+
+def assert_problem_says(response: Any, status: int, *fragments: str) -> dict[str, Any]:
+    """A problem+json body with every RFC 9457 member, the given status, and each fragment in its detail."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert set(body) >= {"type", "title", "status", "detail", "instance"} and body["status"] == status
+    for fragment in fragments:
+        assert fragment in body["detail"], body["detail"]
+    return body

@@ -10,25 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.api.problems import assert_problem_says
 from tests.cnn.test_features import hook_count
-
-PROBLEM = "application/problem+json"
 
 
 def png(data_url: str) -> Image.Image:
     prefix = "data:image/png;base64,"
     assert data_url.startswith(prefix)
     return Image.open(io.BytesIO(base64.b64decode(data_url[len(prefix) :])))
-
-
-def assert_problem(response, status: int, *fragments: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body = response.json()
-    assert set(body) >= {"type", "title", "status", "detail", "instance"} and body["status"] == status
-    for fragment in fragments:
-        assert fragment in body["detail"], body["detail"]
-    return body
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +68,7 @@ def test_architecture_without_weights_is_shown(client) -> None:
 
 
 def test_architecture_of_an_unknown_model(client) -> None:
-    body = assert_problem(client.get("/api/models/nope/architecture"), 404, "unknown model 'nope'")
+    body = assert_problem_says(client.get("/api/models/nope/architecture"), 404, "unknown model 'nope'")
     assert "efficientnet_lite0" in body["detail"]
 
 
@@ -146,7 +135,7 @@ def test_features_of_an_upload(client, make_image) -> None:
     ],
 )
 def test_features_bad_input(client, payload, status, fragments) -> None:
-    body = assert_problem(client.post("/api/features", json=payload), status, *fragments)
+    body = assert_problem_says(client.post("/api/features", json=payload), status, *fragments)
     if "unknown layer" in body["detail"]:
         assert "bn2" in body["valid_layers"] and "classifier" in body["valid_layers"]
     if "no (C, H, W)" in body["detail"]:
@@ -172,8 +161,8 @@ def test_head_agrees_with_classification(client, lite0_module) -> None:
 
 
 def test_head_bad_input(client) -> None:
-    assert_problem(client.post("/api/head", json={"sample": "cat", "top_k": 0}), 422, "top_k")
-    assert_problem(client.post("/api/head", json={"sample": "cat", "model": "vgg11"}), 409, "vgg11")
+    assert_problem_says(client.post("/api/head", json={"sample": "cat", "top_k": 0}), 422, "top_k")
+    assert_problem_says(client.post("/api/head", json={"sample": "cat", "model": "vgg11"}), 409, "vgg11")
 
 
 # --- filters ---------------------------------------------------------------------------------------------
@@ -210,7 +199,7 @@ def test_deeper_filters_per_input_channel(client, lite0_module) -> None:
     ],
 )
 def test_filters_bad_input(client, url, status, fragment) -> None:
-    assert_problem(client.get(url), status, fragment)
+    assert_problem_says(client.get(url), status, fragment)
 
 
 # --- explanations ----------------------------------------------------------------------------------------
@@ -261,7 +250,7 @@ def test_explain_any_class(client) -> None:
     ],
 )
 def test_explain_bad_input(client, payload, status, fragments) -> None:
-    assert_problem(client.post("/api/explain", json={"sample": "cat", **payload}), status, *fragments)
+    assert_problem_says(client.post("/api/explain", json={"sample": "cat", **payload}), status, *fragments)
 
 
 def test_no_hook_remains_after_any_call(client, lite0_module) -> None:

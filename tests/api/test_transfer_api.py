@@ -15,9 +15,8 @@ from fastapi.testclient import TestClient
 from app.core.config import Settings
 from app.main import create_app
 from app.services.registry import Registry
+from tests.api.problems import assert_problem_says
 from tests.services.test_datasets import make_zip
-
-PROBLEM = "application/problem+json"
 
 
 def wait_for(client: TestClient, job_id: str, timeout: float = 120) -> dict[str, Any]:
@@ -28,15 +27,6 @@ def wait_for(client: TestClient, job_id: str, timeout: float = 120) -> dict[str,
             return job  # type: ignore[no-any-return]
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} did not finish in {timeout} s")
-
-
-def problem(response: Any, status: int, *fragments: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body = response.json()
-    assert set(body) >= {"type", "title", "status", "detail", "instance"} and body["status"] == status
-    for fragment in fragments:
-        assert fragment in body["detail"], body["detail"]
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +109,10 @@ def test_upload_list_thumbnail_delete(client: TestClient, make_image: Callable[.
     from PIL import Image
 
     assert Image.open(io.BytesIO(thumb.content)).size == (96, 48)
-    problem(client.get(f"/api/datasets/{dataset_id}/images/4"), 404, "images 0..3, not 4")
+    assert_problem_says(client.get(f"/api/datasets/{dataset_id}/images/4"), 404, "images 0..3, not 4")
     assert client.delete(f"/api/datasets/{dataset_id}").status_code == 204
-    problem(client.get(f"/api/datasets/{dataset_id}"), 404, "unknown dataset")
-    problem(client.delete(f"/api/datasets/{dataset_id}"), 404)
+    assert_problem_says(client.get(f"/api/datasets/{dataset_id}"), 404, "unknown dataset")
+    assert_problem_says(client.delete(f"/api/datasets/{dataset_id}"), 404)
 
 
 @pytest.mark.parametrize(
@@ -145,19 +135,19 @@ def test_bad_zips_are_refused_and_nothing_is_stored(
     contents = {"png": png, "bomb": b"\0" * 20_000_000, "": b""}
     before = client.get("/api/datasets").json()
     data = make_zip({k: contents[v] for k, v in entries.items()})
-    problem(client.post("/api/datasets", files={"file": ("x.zip", data)}), status, fragment)
+    assert_problem_says(client.post("/api/datasets", files={"file": ("x.zip", data)}), status, fragment)
     assert client.get("/api/datasets").json() == before
 
 
 def test_corrupt_zip_and_bad_demo(client: TestClient) -> None:
-    problem(
+    assert_problem_says(
         client.post("/api/datasets", files={"file": ("x.zip", b"PK\x03\x04garbage")}),
         422,
         "not a readable zip",
     )
-    problem(client.post("/api/datasets"), 422, "file")
-    problem(client.post("/api/datasets/demo", json={"name": "cifar"}), 422, "name")
-    problem(client.post("/api/datasets/demo", json={"per_class": 1}), 422, "per_class")
+    assert_problem_says(client.post("/api/datasets"), 422, "file")
+    assert_problem_says(client.post("/api/datasets/demo", json={"name": "cifar"}), 422, "name")
+    assert_problem_says(client.post("/api/datasets/demo", json={"per_class": 1}), 422, "per_class")
 
 
 # --- jobs ---------------------------------------------------------------------------------------
@@ -260,8 +250,8 @@ def test_fine_tune_job_trains_the_chosen_block(client: TestClient, faces: dict[s
     assert job["lr"] == 0.001
     assert client.post("/api/classify", json={"sample": "cat", "model": "faces-ft"}).status_code == 200
     assert client.delete("/api/finetuned/faces-ft").status_code == 204
-    problem(client.post("/api/classify", json={"sample": "cat", "model": "faces-ft"}), 404, "unknown model")
-    problem(client.get("/api/finetuned/faces-ft"), 404)
+    assert_problem_says(client.post("/api/classify", json={"sample": "cat", "model": "faces-ft"}), 404, "unknown model")
+    assert_problem_says(client.get("/api/finetuned/faces-ft"), 404)
 
 
 @pytest.mark.slow
@@ -277,7 +267,7 @@ def test_cancel_a_running_job_and_dataset_in_use(client: TestClient, faces: dict
         },
     )
     job_id = response.json()["job_id"]
-    problem(client.delete(f"/api/datasets/{faces['dataset_id']}"), 409, "used by job")
+    assert_problem_says(client.delete(f"/api/datasets/{faces['dataset_id']}"), 409, "used by job")
     deadline = time.monotonic() + 60
     while client.get(f"/api/finetune/{job_id}").json()["phase"] != "training" and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -291,7 +281,7 @@ def test_cancel_a_running_job_and_dataset_in_use(client: TestClient, faces: dict
     job = wait_for(client, job_id, timeout=30)
     assert job["status"] == "cancelled" and job["model"] is None
     assert client.get(f"/api/datasets/{faces['dataset_id']}").status_code == 200  # nothing was lost
-    problem(client.delete(f"/api/finetune/{job_id}"), 409, "cancelled already")
+    assert_problem_says(client.delete(f"/api/finetune/{job_id}"), 409, "cancelled already")
     assert wait_for(client, waiting["job_id"])["status"] == "cancelled"  # the runner skipped it
     assert "never-run" not in [m["name"] for m in client.get("/api/models").json()]
 
@@ -319,7 +309,8 @@ def test_bad_job_requests(
     client: TestClient, faces: dict[str, Any], changes: dict[str, Any], status: int, fragment: str
 ) -> None:
     before = len(client.get("/api/finetune").json())
-    problem(client.post("/api/finetune", json={"dataset_id": faces["dataset_id"], **changes}), status, fragment)
+    response = client.post("/api/finetune", json={"dataset_id": faces["dataset_id"], **changes})
+    assert_problem_says(response, status, fragment)
     assert len(client.get("/api/finetune").json()) == before
 
 
@@ -332,7 +323,7 @@ def test_unknown_job_and_model(client: TestClient) -> None:
         client.get("/api/finetuned/nope/checkpoint"),
         client.delete("/api/finetuned/nope"),
     ):
-        problem(response, 404)
+        assert_problem_says(response, 404)
 
 
 def test_restart_keeps_models_and_interrupts_running_jobs(
@@ -359,4 +350,4 @@ def test_registered_model_works_in_feature_maps_and_explanations(client: TestCli
     assert explanation.status_code == 200, explanation.text
     body = explanation.json()
     assert (body["model"], body["target"], body["label"]) == ("faces-fe", 1, "not_face")
-    problem(client.post("/api/explain", json={"sample": "cat", "model": "faces-fe", "target": 2}), 422)
+    assert_problem_says(client.post("/api/explain", json={"sample": "cat", "model": "faces-fe", "target": 2}), 422)
