@@ -40,7 +40,6 @@ BACKGROUND = (255, 255, 255)
 class DecodedImage:
     image: Image.Image  # RGB, orientation applied
     format: str  # one of FORMATS' values
-    source_mode: str  # the mode the file was stored in, before conversion
 
 
 def _human(n: int) -> str:
@@ -107,7 +106,6 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, what: str = "f
         raise PayloadTooLarge(
             f"{what} is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,} pixels."
         )
-    source_mode = image.mode
     try:
         image.seek(0)  # first frame of an animation
         image.load()
@@ -116,7 +114,7 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, what: str = "f
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         raise InvalidParameter(f"{what} is {_broken(exc, fmt)} image: {exc}.") from exc
     rgb.load()
-    return DecodedImage(image=rgb, format=fmt, source_mode=source_mode)
+    return DecodedImage(image=rgb, format=fmt)
 
 
 def encode_png(image: Image.Image, compress_level: int = 1) -> bytes:

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -31,7 +31,6 @@ class LoadedModel:
     spec: ModelSpec
     module: nn.Module
     device: torch.device
-    load_ms: float
 
 
 @dataclass(eq=False)
@@ -44,7 +43,7 @@ class _Waiting:
     error: BaseException | None = None
     merged: int = 0  # images in the forward pass that served it
     taken: bool = False  # a forward pass has it (another request's, maybe)
-    done: bool = field(default=False)
+    done: bool = False
 
 
 def pick_device(choice: str) -> torch.device:
@@ -124,9 +123,8 @@ class ModelStore:
         module = module.to(self.device).eval()
         if self.device.type == "cpu":
             module = module.to(memory_format=torch.channels_last)
-        load_ms = (time.perf_counter() - start) * 1000
-        log.info("loaded %s on %s in %.0f ms", spec.name, self.device, load_ms)
-        return LoadedModel(spec, module, self.device, load_ms)
+        log.info("loaded %s on %s in %.0f ms", spec.name, self.device, (time.perf_counter() - start) * 1000)
+        return LoadedModel(spec, module, self.device)
 
     @contextmanager
     def inference_slot(self) -> Iterator[None]:

@@ -138,7 +138,7 @@ def test_an_error_in_a_shared_forward_reaches_every_request(store: ModelStore) -
 def test_batches_are_merged_up_to_max_batch_and_never_across_models(tmp_path: Path) -> None:
     store = ModelStore(Settings(data_dir=tmp_path, models_dir=tmp_path, device="cpu", max_batch=4))
     lite0 = store.get("efficientnet_lite0")
-    other = LoadedModel(dataclasses.replace(lite0.spec, name="other"), lite0.module, lite0.device, 0.0)
+    other = LoadedModel(dataclasses.replace(lite0.spec, name="other"), lite0.module, lite0.device)
     sizes: list[tuple[str, int]] = []
 
     def record(name: str):  # type: ignore[no-untyped-def]
