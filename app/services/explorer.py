@@ -36,6 +36,7 @@ from app.cnn.models import ModelSpec
 from app.core.config import Settings
 from app.core.errors import InvalidParameter
 from app.services.image_store import StoredImage
+from app.services.lru import evict_lru
 from app.services.model_store import LoadedModel, ModelStore
 
 MAX_VALUES_SIDE = 56  # heatmap values returned as JSON are pooled down to at most this many per side
@@ -181,10 +182,7 @@ class Explorer:
             self._cache.pop(key, None)
             if recorded.nbytes <= limit:
                 self._cache[key] = _Entry(loaded.module, recorded)
-                total = sum(e.recorded.nbytes for e in self._cache.values())
-                while total > limit:
-                    _, dropped = self._cache.popitem(last=False)
-                    total -= dropped.recorded.nbytes
+                evict_lru(self._cache, lambda e: e.recorded.nbytes, limit)
         return loaded, recorded, False
 
     def _spatial_layer(self, recorded: Recorded, layer: str, model: str, what: str) -> str:

@@ -17,6 +17,7 @@ from PIL import Image
 from app.core.config import REPO_ROOT, Settings
 from app.core.errors import InvalidParameter, NotFound
 from app.core.images import decode_image, encode_png
+from app.services.lru import evict_lru
 
 SAMPLES_DIR = REPO_ROOT / "static" / "samples"
 
@@ -79,12 +80,8 @@ class ImageStore:
         stored = self.decode(data, name)
         with self._lock:
             self._images[stored.image_id] = stored
-            total = sum(s.nbytes for s in self._images.values())
-            while len(self._images) > 1 and (
-                len(self._images) > self.settings.image_cache_items or total > self.settings.image_cache_bytes
-            ):
-                _, dropped = self._images.popitem(last=False)
-                total -= dropped.nbytes
+            evict_lru(self._images, lambda s: s.nbytes, self.settings.image_cache_bytes,
+                      self.settings.image_cache_items)
         return stored
 
     def get(self, image_id: str) -> StoredImage:
